@@ -1,0 +1,1 @@
+"""Deterministic synthetic customer data and the high-spender model (``python -m flow``)."""
