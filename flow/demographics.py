@@ -39,6 +39,14 @@ def _age_bounds_days() -> tuple[int, int]:
     return int(youngest.astype(int)), int(oldest.astype(int))
 
 
+def _days_since_eighteenth(birthdates: np.ndarray, as_of: np.datetime64) -> np.ndarray:
+    """Days from each 18th birthday (calendar years, leap days included) to ``as_of``."""
+    birth_months = birthdates.astype("datetime64[M]")
+    day_in_month = birthdates - birth_months.astype("datetime64[D]")
+    eighteenth = (birth_months + np.timedelta64(18 * 12, "M")).astype("datetime64[D]") + day_in_month
+    return (as_of - eighteenth).astype(np.int64)
+
+
 def generate_demographics(rng: np.random.Generator, count: int) -> tuple[dict[str, np.ndarray], Traits]:
     """The demographics columns (contract order) and the traits behind them."""
     as_of = np.datetime64(c.AS_OF, "D")
@@ -68,7 +76,7 @@ def generate_demographics(rng: np.random.Generator, count: int) -> tuple[dict[st
 
     # Signups grow over the years (more recent ones likelier), never before an 18th birthday.
     tenure_days = np.floor(_SIGNUP_HISTORY_DAYS * rng.random(count) ** 1.6).astype(np.int64)
-    tenure_days = np.minimum(tenure_days, age_days - youngest_days)
+    tenure_days = np.minimum(tenure_days, _days_since_eighteenth(as_of - age_days.astype("timedelta64[D]"), as_of))
 
     engagement = 0.35 * (income_level - 1.2) + 0.25 * np.log1p(tenure_days / 365) + rng.normal(0, 0.9, count)
 
