@@ -1,0 +1,1 @@
+"""Guardrails for the customer-features / customer-scoring stacks, as plain functions."""

@@ -1,0 +1,37 @@
+"""The guardrails as a Pulumi CrossGuard policy pack."""
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyPack,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
+
+from .props import stack_of
+from .rules import RULES, Rule
+
+PACK_NAME = "mesh-guardrails"
+
+
+def to_policy(rule: Rule) -> ResourceValidationPolicy:
+    """Wrap a plain rule so the engine runs it on every resource, blocking on a violation."""
+
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        for message in rule.check(args.resource_type, args.props, stack_of(args.urn)):
+            report_violation(message, None)
+
+    return ResourceValidationPolicy(
+        name=rule.name,
+        description=rule.description,
+        validate=validate,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    )
+
+
+def policies() -> list[ResourceValidationPolicy]:
+    return [to_policy(rule) for rule in RULES]
+
+
+def serve() -> None:
+    """Serve the pack to the Pulumi CLI over gRPC; blocks until the CLI stops it."""
+    PolicyPack(name=PACK_NAME, policies=policies(), enforcement_level=EnforcementLevel.MANDATORY)
