@@ -1,0 +1,94 @@
+"""One service's image: built from the shared Dockerfile, tagged by version and content, pushed to ECR."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker as docker
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = "images/Dockerfile"
+PLATFORM = "linux/amd64"
+_SKIPPED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
+_SKIPPED_SUFFIXES = {".pyc", ".pyo"}
+
+
+def build_inputs(service_id: str, root: Path = ROOT) -> list[Path]:
+    """Every file that ends up in the service's image: the Dockerfile, the runtime, the service itself."""
+    files = [root / DOCKERFILE]
+    for folder in (root / "services" / "apinode", root / "services" / service_id):
+        files.extend(sorted(
+            path for path in folder.rglob("*")
+            if path.is_file() and not _SKIPPED_PARTS.intersection(path.parts) and path.suffix not in _SKIPPED_SUFFIXES
+        ))
+    return files
+
+
+def content_hash(service_id: str, root: Path = ROOT) -> str:
+    """SHA-256 over the service's build inputs (relative paths and bytes; a missing file counts as such).
+
+    It only changes when something inside the image changes, so an untouched service keeps its
+    tag and digest: Pulumi neither rebuilds nor redeploys it.
+    """
+    digest = hashlib.sha256()
+    for path in build_inputs(service_id, root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() if path.exists() else b"<missing>")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def image_tag(version: str, service_id: str, root: Path = ROOT) -> str:
+    """``<version>-<12 hex of the content hash>``: readable, and new whenever the content changes."""
+    return f"{version}-{content_hash(service_id, root)[:12]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceImageArgs:
+    """Which service, at which version, into which ECR repository."""
+
+    service_id: str
+    version: str
+    repository_url: pulumi.Input[str]
+    registry_id: pulumi.Input[str] | None = None
+
+
+class ServiceImage(pulumi.ComponentResource):
+    """Builds ``images/Dockerfile`` for one service and pushes it; ``repo_digest`` is what gets deployed."""
+
+    image_name: pulumi.Output[str]
+    repo_digest: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ServiceImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mesh:infra:ServiceImage", name, None, opts)
+        child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=self))
+        revision = content_hash(args.service_id)
+        tag = f"{args.version}-{revision[:12]}"
+        token = aws.ecr.get_authorization_token_output(
+            registry_id=args.registry_id, opts=pulumi.InvokeOutputOptions(parent=self))
+        image = docker.Image(
+            f"{name}-image",
+            image_name=pulumi.Output.concat(args.repository_url, ":", tag),
+            # Paths relative to the project directory (where Pulumi runs the program), so the
+            # resource's inputs are the same on every machine.
+            build=docker.DockerBuildArgs(
+                context=".",
+                dockerfile=DOCKERFILE,
+                platform=PLATFORM,
+                args={"SERVICE": args.service_id, "VERSION": args.version, "REVISION": revision},
+            ),
+            registry=docker.RegistryArgs(
+                server=token.proxy_endpoint,
+                username=token.user_name,
+                password=pulumi.Output.secret(token.password),
+            ),
+            skip_push=False,
+            opts=child,
+        )
+        self.image_name = image.image_name
+        self.repo_digest = image.repo_digest
+        self.register_outputs({"image_name": self.image_name, "repo_digest": self.repo_digest})

@@ -1,0 +1,63 @@
+"""The whole stack: network, cluster, registry, one image per service, then the services on Kubernetes."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pulumi
+
+from infra.cluster import Cluster, ClusterArgs, cluster_name
+from infra.config import ConfigError, settings_from_pulumi
+from infra.image import ServiceImage, ServiceImageArgs
+from infra.network import Network, NetworkArgs
+from infra.registry import Registry, RegistryArgs
+from infra.settings import StackSettings
+
+
+def deploy(settings: StackSettings) -> None:
+    """Declare every resource of one stack and export what operators and CI need."""
+    network = Network("network", NetworkArgs(settings=settings, cluster_name=cluster_name(settings)))
+    cluster = Cluster("cluster", ClusterArgs(
+        settings=settings,
+        vpc_id=network.vpc_id,
+        public_subnet_ids=network.public_subnet_ids,
+        private_subnet_ids=network.private_subnet_ids,
+    ))
+    registry = Registry("registry", RegistryArgs(settings=settings))
+    images = {
+        service.id: ServiceImage(f"image-{service.id}", ServiceImageArgs(
+            service_id=service.id,
+            version=service.version,
+            repository_url=registry.repository_urls[service.id],
+            registry_id=registry.registry_ids[service.id],
+        ))
+        for service in settings.services
+    }
+    image_refs = {service_id: image.repo_digest for service_id, image in images.items()}
+
+    pulumi.export("vpcId", network.vpc_id)
+    pulumi.export("publicSubnetIds", network.public_subnet_ids)
+    pulumi.export("privateSubnetIds", network.private_subnet_ids)
+    pulumi.export("clusterName", cluster.name)
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("ecrRepositoryUrls", registry.repository_urls)
+    pulumi.export("imageRefs", image_refs)
+
+    # The Kubernetes side (infra/mesh.py) is written in parallel; until it lands the stack stops at the images.
+    if importlib.util.find_spec("infra.mesh") is not None:
+        from infra.mesh import ServiceMesh, ServiceMeshArgs
+
+        mesh = ServiceMesh("mesh", ServiceMeshArgs(
+            settings=settings, image_refs=image_refs, vpc_cidr=settings.network.cidr,
+        ), opts=pulumi.ResourceOptions(provider=cluster.provider))
+        pulumi.export("serviceEndpoints", mesh.endpoints)
+        pulumi.export("apiKeys", pulumi.Output.secret(mesh.api_keys))
+
+
+def main() -> None:
+    """Entry point of ``__main__.py``: a config mistake ends the run with one message, no traceback."""
+    try:
+        settings = settings_from_pulumi()
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+    deploy(settings)
