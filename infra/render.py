@@ -1,0 +1,134 @@
+"""Write a stack's Kubernetes manifests for offline review, from the program run under mocks.
+
+    python -m infra.render --stack prod --out rendered/prod      (or: make render STACK=prod)
+
+No cloud credentials and no cluster: the program runs against ``infra.mocks``, every Kubernetes
+resource it declares is turned back into the manifest Kubernetes would receive (apiVersion, kind,
+metadata, spec in camelCase), one YAML file per resource plus ``index.md``. Secret values are
+replaced by ``<secret>``. The same ``manifests()`` feeds the schema validation and checkov tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra.mocks import Captured, StackRun, Unknown
+
+SECRET_PLACEHOLDER = "<secret>"
+# Apply order, which is also the reading order: the namespace, its policies, then each service.
+KIND_ORDER = ("Namespace", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Secret", "Deployment", "Service",
+              "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+_TOP_LEVEL = ("apiVersion", "kind", "metadata")
+
+
+def api_version(type_token: str) -> str:
+    """``kubernetes:apps/v1:Deployment`` -> ``apps/v1``; the core group is plain ``v1``."""
+    group_version = type_token.split(":")[1]
+    return group_version.removeprefix("core/")
+
+
+def _sorted(value: Any) -> Any:
+    """Keys sorted at every level (as kubectl prints them) so files diff cleanly between runs."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value) if value[key] is not None}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    if isinstance(value, Unknown):
+        return "<unknown until pulumi up>"
+    return value
+
+
+def to_manifest(resource: Captured) -> dict[str, Any] | None:
+    """The manifest of one captured Kubernetes resource; None for anything else."""
+    if not resource.type.startswith("kubernetes:") or not resource.custom:
+        return None
+    kind = resource.type.rsplit(":", 1)[1]
+    if resource.secret_inputs and kind != "Secret":
+        raise ValueError(f"{kind} {resource.name} has secret inputs {sorted(resource.secret_inputs)}: "
+                         "secrets belong in a Secret, consumed by reference")
+    body = {key: value for key, value in resource.inputs.items() if key not in _TOP_LEVEL}
+    if kind == "Secret":
+        body = {key: ({item: SECRET_PLACEHOLDER for item in value} if key in ("data", "stringData") else value)
+                for key, value in body.items()}
+    metadata = dict(resource.inputs.get("metadata") or {})
+    metadata.setdefault("name", resource.name)
+    return {
+        "apiVersion": resource.inputs.get("apiVersion") or api_version(resource.type),
+        "kind": resource.inputs.get("kind") or kind,
+        "metadata": _sorted(metadata),
+        **_sorted(body),
+    }
+
+
+def _order(manifest: dict[str, Any]) -> tuple[int, str, str]:
+    kind = manifest["kind"]
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    return rank, manifest["metadata"].get("namespace", ""), manifest["metadata"]["name"]
+
+
+def manifests(resources: Iterable[Captured]) -> list[dict[str, Any]]:
+    """Every Kubernetes manifest the run declared, in apply order."""
+    found = [m for m in (to_manifest(r) for r in resources) if m is not None]
+    return sorted(found, key=_order)
+
+
+def file_name(manifest: dict[str, Any]) -> str:
+    rank = _order(manifest)[0]
+    return f"{rank:02d}-{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
+
+
+def write(stack: str, items: list[dict[str, Any]], out: Path) -> list[Path]:
+    """One file per manifest plus index.md; files of an earlier render are replaced."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("*.yaml"), out / "index.md"]:
+        old.unlink(missing_ok=True)
+    header = (f"# Stack {stack}: rendered by `make render STACK={stack}` from the Pulumi program under mocks.\n"
+              "# For review only: `pulumi up` applies these. Secret values are shown as <secret>.\n")
+    paths, rows = [], []
+    for manifest in items:
+        path = out / file_name(manifest)
+        if path.exists():
+            raise ValueError(f"two manifests would be written to {path.name}")
+        path.write_text(header + yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False))
+        paths.append(path)
+        meta = manifest["metadata"]
+        rows.append(f"| [{path.name}]({path.name}) | {manifest['kind']} | {meta['name']} | "
+                    f"{meta.get('namespace', '(cluster)')} |")
+    index = [f"# Kubernetes manifests of stack `{stack}`", "",
+             f"{len(paths)} resources, in apply order. Regenerate with `make render STACK={stack}`.", "",
+             "| file | kind | name | namespace |", "|---|---|---|---|", *rows, ""]
+    (out / "index.md").write_text("\n".join(index))
+    return paths
+
+
+def render(stack: str, out: Path) -> list[Path]:
+    """Run the stack under mocks with its dummy secrets and write its manifests to ``out``."""
+    from infra.mocks import run_stack
+
+    run: StackRun = run_stack(stack)
+    return write(stack, manifests(run.resources), out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.render", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", required=True, help="stack name, reads Pulumi.<stack>.yaml (dev, prod)")
+    parser.add_argument("--out", type=Path, help="output folder (default: rendered/<stack>)")
+    args = parser.parse_args(argv)
+    out = args.out or Path("rendered") / args.stack
+    try:
+        paths = render(args.stack, out)
+    except Exception as error:  # a config error or a leak check: one line, not a traceback
+        print(f"render: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"render: wrote {len(paths)} manifests of stack {args.stack} to {out}/ (see {out}/index.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
