@@ -28,3 +28,18 @@ def years_since(dates: np.ndarray | list[str], as_of: dt.date) -> np.ndarray:
 
 
 TRANSFORMS = {"months_since": months_since, "years_since": years_since}
+
+
+def months_since_one(date: str, as_of: dt.date) -> int:
+    """``months_since`` for one ISO date, without numpy's per-call overhead (the single-row path)."""
+    start = dt.date.fromisoformat(date)
+    whole = (as_of.year - start.year) * 12 + as_of.month - start.month
+    return whole - (start.day > as_of.day)
+
+
+def years_since_one(date: str, as_of: dt.date) -> int:
+    """``years_since`` for one ISO date."""
+    return months_since_one(date, as_of) // 12
+
+
+SCALAR_TRANSFORMS = {"months_since": months_since_one, "years_since": years_since_one}

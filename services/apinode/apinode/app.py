@@ -1,0 +1,233 @@
+"""The ASGI application: a small router over raw ASGI, auth, body limits, one error renderer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+
+from .auth import ApiKeys
+from .errors import (
+    ApiError, MalformedRequest, MethodNotAllowed, NotFound, NotReady, PayloadTooLarge, RequestTimeout,
+    UnsupportedMediaType,
+)
+from .handlers import LookupHandler, PredictionHandler
+from .metrics import Metrics
+from .openapi import openapi_document
+from .runtime import Runtime
+from .settings import Settings
+
+log = logging.getLogger("apinode")
+_JSON = [(b"content-type", b"application/json")]
+_PREFIX = "/public/api/v1/"
+
+
+class _ClientGone(Exception):
+    """The client disconnected before sending its whole body."""
+
+
+class _Route:
+    """One API route: its handler method, metric label and the tables whose staleness it reports."""
+
+    __slots__ = ("call", "label", "tables")
+
+    def __init__(self, call, label: str, tables: tuple[str, ...]) -> None:
+        self.call, self.label, self.tables = call, label, tables
+
+
+def _json_content_type(value: bytes) -> bool:
+    media = value.split(b";", 1)[0].strip().lower()
+    return media in (b"application/json", b"text/plain", b"*/*", b"") or media.endswith(b"+json")
+
+
+class ApiNodeApp:
+    """Hosts one service definition."""
+
+    def __init__(self, settings: Settings) -> None:
+        definition = settings.definition
+        self.settings = settings
+        self.runtime = Runtime(definition, settings.env)
+        self.metrics = Metrics(definition.id, self.runtime)
+        self._keys = ApiKeys(settings.api_keys)
+        self._limits = definition.limits
+        self._service = definition.id
+        base = f"{_PREFIX}{definition.id}/"
+        self._routes: dict[str, _Route] = {}
+        for name, endpoint in definition.lookups.items():
+            handler = LookupHandler(definition, endpoint, self.runtime)
+            self._routes[f"{base}{name}/lookup"] = _Route(handler.one, f"{name}/lookup", handler.tables)
+            self._routes[f"{base}{name}/lookup-multi"] = _Route(handler.many, f"{name}/lookup-multi", handler.tables)
+        for name, endpoint in definition.predictions.items():
+            handler = PredictionHandler(definition, endpoint, self.runtime)
+            self._routes[f"{base}{name}/predict"] = _Route(handler.one, f"{name}/predict", handler.tables)
+            self._routes[f"{base}{name}/predict-multi"] = _Route(handler.many, f"{name}/predict-multi", handler.tables)
+        self._swagger = orjson.dumps(openapi_document(definition))
+        self._gets = {
+            "/isAlive": self._alive, "/healthz": self._alive, "/readyz": self._ready,
+            "/metrics": self._metrics, f"{base}swagger": self._openapi,
+        }
+
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            route = self._routes.get(scope["path"])
+            if route is not None:
+                await self._api(route, scope, receive, send)
+            else:
+                await self._other(scope, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _api(self, route: _Route, scope, receive, send) -> None:
+        started = time.perf_counter()
+        headers = _JSON
+        error_type = None
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
+            if not self.runtime.loaded:
+                raise NotReady("the service is still loading its data and models")
+            authorization = content_type = length = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value
+                elif name == b"content-type":
+                    content_type = value
+                elif name == b"content-length":
+                    length = value
+            self._keys.check(authorization)
+            if content_type is not None and not _json_content_type(content_type):
+                raise UnsupportedMediaType(f"unsupported content type {content_type.decode('latin-1')!r}",
+                                           "send the body as JSON (Content-Type: application/json)")
+            body = await self._body(receive, length)
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError as error:
+                raise MalformedRequest("the body is not valid JSON", f"the body is not valid JSON: {error}") from None
+            answer = await route.call(parsed)
+            if route.tables and self.runtime.sources:
+                stale = self.runtime.stale_sources(route.tables)
+                if stale:
+                    headers = _JSON + [(b"x-apinode-stale-data", ",".join(stale).encode())]
+            status, out = 200, orjson.dumps(answer)
+        except ApiError as error:
+            status, out, error_type = error.status, orjson.dumps(error.body()), error.error_type
+            if status == 405:
+                headers = _JSON + [(b"allow", b"POST")]
+        except _ClientGone:
+            self.metrics.observe(route.label, 499, time.perf_counter() - started, "ClientGone")
+            return
+        except Exception:
+            # A bug: answer JSON anyway, and leave the stack trace in the log.
+            log.exception("unhandled error on %s", scope["path"])
+            failure = ApiError("internal error", "an unexpected error occurred; see the server log")
+            status, out, error_type = 500, orjson.dumps(failure.body()), failure.error_type
+        await send({"type": "http.response.start", "status": status,
+                    "headers": headers + [(b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+        self.metrics.observe(route.label, status, time.perf_counter() - started, error_type)
+
+    async def _body(self, receive, length: bytes | None) -> bytes:
+        limit = self._limits.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"body of {int(length)} bytes is over the limit of {limit}")
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body"):
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            if len(body) > limit:
+                raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+            return body
+        chunks, size = [body], len(body)
+        deadline = time.monotonic() + self._limits.body_timeout_seconds
+        while message.get("more_body"):
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"body not received within {self._limits.body_timeout_seconds:g}s") from None
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _other(self, scope, send) -> None:
+        started = time.perf_counter()
+        path = scope["path"]
+        handler = self._gets.get(path)
+        if handler is None:
+            error = NotFound(*self._unknown(path))
+            await _send(send, error.status, orjson.dumps(error.body()))
+            self.metrics.observe("unknown", error.status, time.perf_counter() - started, error.error_type)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            error = MethodNotAllowed(f"{scope['method']} is not allowed here; use GET")
+            await _send(send, error.status, orjson.dumps(error.body()), extra=[(b"allow", b"GET")])
+            return
+        await handler(send)
+
+    def _unknown(self, path: str) -> tuple[str, str]:
+        if not path.startswith(_PREFIX):
+            return f"no route {path}", f"no route {path}; the API is under {_PREFIX}{self._service}/"
+        service, _, rest = path[len(_PREFIX):].partition("/")
+        if service != self._service:
+            return f"unknown service {service!r}", f"this server hosts the service {self._service!r}"
+        endpoint, _, action = rest.partition("/")
+        known = sorted({route.label.split("/")[0] for route in self._routes.values()})
+        if endpoint not in known:
+            return f"unknown endpoint {endpoint!r}", f"service {self._service} has endpoints {', '.join(known)}"
+        return f"unknown action {action!r} for endpoint {endpoint!r}", "see the service's swagger for its routes"
+
+    async def _alive(self, send) -> None:
+        await _send(send, 200, b'{"status":"alive"}')
+
+    async def _ready(self, send) -> None:
+        runtime = self.runtime
+        if runtime.is_ready():
+            await _send(send, 200, b'{"status":"ready"}')
+            return
+        if runtime.draining:
+            reason = "draining: the server is shutting down"
+        else:
+            waiting = [name for name, source in runtime.sources.items() if not source.ready]
+            reason = f"loading: waiting for {', '.join(waiting) or 'models'}"
+        await _send(send, 503, orjson.dumps(NotReady("not ready", reason).body()))
+
+    async def _metrics(self, send) -> None:
+        await _send(send, 200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+
+    async def _openapi(self, send) -> None:
+        await _send(send, 200, self._swagger)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception as error:  # any load failure must stop the server with its reason
+                    log.error("start-up failed: %s", error)
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _send(send, status: int, body: bytes, content_type: bytes = b"application/json", extra=()) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings) -> ApiNodeApp:
+    """The ASGI app for one service; data and models load in its lifespan start-up."""
+    return ApiNodeApp(settings)

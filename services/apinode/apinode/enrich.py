@@ -1,0 +1,141 @@
+"""Auto-lookup enrichment: fill a prediction's missing features by key, then declared preprocessing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from .definition import EnrichmentLookup, PredictionEndpoint
+from .errors import ApiError, MissingFeatures, MissingLookupKey, RecordNotFound, SeveralMatches
+from .transforms import SCALAR_TRANSFORMS
+
+
+class _Lookup:
+    """One compiled enrichment lookup bound to its provider (a memory table or a remote endpoint)."""
+
+    def __init__(self, spec: EnrichmentLookup, used: frozenset[str], source, remote) -> None:
+        self.spec = spec
+        self.columns = tuple((c, f) for c, f in spec.columns if f in used)
+        self.features = tuple(f for _, f in self.columns)
+        self.source, self.remote = source, remote
+
+    def key_of(self, features: dict) -> dict | None:
+        """The lookup key for this row, or None when nothing it would fill is missing."""
+        if all(features.get(f) is not None for f in self.features):
+            return None
+        key = {}
+        for feature, column in self.spec.key:
+            value = features.get(feature)
+            if value is None:
+                if self.spec.on_missing_key == "fail":
+                    raise MissingLookupKey(f"missing lookup key {feature!r}",
+                                           f"{feature!r} is needed to look up {', '.join(self.features)} "
+                                           f"in {self.spec.table}; send it or those features")
+                return None
+            key[column] = value
+        return key
+
+    async def rows_many(self, keys: list[dict]) -> list[list[dict]]:
+        if self.remote is not None:
+            return await self.remote.rows_many(self.spec.remote_endpoint, keys)
+        if self.source.in_memory:
+            (column,) = keys[0]
+            return [self.source.rows(key[column]) for key in keys]
+        (column,) = keys[0]
+        return await self.source.rows_many([key[column] for key in keys])
+
+    def merge(self, features: dict, key: dict, rows: list[dict]) -> None:
+        if not rows:
+            if self.spec.on_not_found == "fail":
+                raise RecordNotFound(f"no {self.spec.table} record for {_show(key)}",
+                                     f"no {self.spec.table} record for {_show(key)}; "
+                                     f"features {', '.join(self.features)} cannot be filled")
+            return
+        if len(rows) > 1 and self.spec.on_several == "fail":
+            raise SeveralMatches(f"several {self.spec.table} records for {_show(key)}",
+                                 f"{len(rows)} {self.spec.table} records match {_show(key)}")
+        row = rows[0]
+        for column, feature in self.columns:
+            if features.get(feature) is None:
+                features[feature] = row.get(column)
+
+
+def _show(key: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in key.items())
+
+
+class Enricher:
+    """Completes rows for a model: caller values win, lookups fill the gaps, preprocessing derives the rest."""
+
+    def __init__(self, endpoint: PredictionEndpoint, model_inputs: frozenset[str], sources: dict,
+                 remotes: dict) -> None:
+        used = model_inputs | {step.input for step in endpoint.preprocessing}
+        via_remote = endpoint.enrichment_via == "remote"
+        self._lookups = tuple(
+            _Lookup(spec, used, None if via_remote else sources[spec.table],
+                    remotes[spec.remote] if via_remote else None)
+            for spec in endpoint.lookups
+        )
+        self._steps: tuple[tuple[str, str, Callable, object], ...] = tuple(
+            (step.output, step.input, SCALAR_TRANSFORMS[step.transform], step.as_of)
+            for step in endpoint.preprocessing if step.output in model_inputs
+        )
+        self._inputs = tuple(sorted(model_inputs))
+        self._allow_missing = endpoint.allow_missing_features
+        self._concurrent = via_remote or any(
+            lookup.source is not None and not lookup.source.in_memory for lookup in self._lookups)
+
+    async def complete(self, rows: list[dict]) -> list[ApiError | None]:
+        """Fill ``rows`` in place; per row, None when it can be scored, else the reason it cannot.
+
+        Errors of the sources themselves (a database or service down) are raised: they concern
+        the whole request, not one row.
+        """
+        outcome: list[ApiError | None] = [None] * len(rows)
+        plans = []
+        for lookup in self._lookups:
+            wanted = []
+            for i, row in enumerate(rows):
+                if outcome[i] is not None:
+                    continue
+                try:
+                    key = lookup.key_of(row)
+                except ApiError as error:
+                    outcome[i] = error
+                    continue
+                if key is not None:
+                    wanted.append((i, key))
+            plans.append((lookup, wanted))
+        if self._concurrent:
+            found = await asyncio.gather(*(lookup.rows_many([k for _, k in wanted]) if wanted else _empty()
+                                           for lookup, wanted in plans))
+        else:
+            found = [await lookup.rows_many([k for _, k in wanted]) if wanted else []
+                     for lookup, wanted in plans]
+        for (lookup, wanted), matches in zip(plans, found):
+            for (i, key), rows_found in zip(wanted, matches):
+                if outcome[i] is None:
+                    try:
+                        lookup.merge(rows[i], key, rows_found)
+                    except ApiError as error:
+                        outcome[i] = error
+        for i, row in enumerate(rows):
+            if outcome[i] is None:
+                outcome[i] = self._finish(row)
+        return outcome
+
+    def _finish(self, row: dict) -> ApiError | None:
+        for output, source, transform, as_of in self._steps:
+            if row.get(output) is None and row.get(source) is not None:
+                row[output] = transform(row[source], as_of)
+        if self._allow_missing:
+            return None
+        missing = [name for name in self._inputs if row.get(name) is None]
+        if missing:
+            return MissingFeatures(f"missing features: {', '.join(missing)}",
+                                   f"the model needs {', '.join(missing)}: send them, or a key to look them up")
+        return None
+
+
+async def _empty() -> list:
+    return []

@@ -1,0 +1,74 @@
+"""An ONNX classifier served with onnxruntime: one session, inputs read from the model itself."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .definition import PredictionEndpoint
+
+
+class ModelError(ValueError):
+    """A model artifact that does not fit its definition."""
+
+
+def _session(path: str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # One request's rows are few: threads only add wake-up latency and memory.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+class Model:
+    """Scores rows of named features; missing numbers become NaN and missing strings ''."""
+
+    def __init__(self, endpoint: PredictionEndpoint) -> None:
+        where = f"{endpoint.model_path}"
+        self._session = _session(str(endpoint.model_path))
+        self.inputs: list[tuple[str, bool]] = []
+        for node in self._session.get_inputs():
+            if node.type not in ("tensor(float)", "tensor(string)", "tensor(double)", "tensor(int64)"):
+                raise ModelError(f"{where}: input {node.name!r} has unsupported type {node.type}")
+            self.inputs.append((node.name, node.type == "tensor(string)"))
+        self._dtypes = {node.name: {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                                    "tensor(int64)": np.int64, "tensor(string)": object}[node.type]
+                        for node in self._session.get_inputs()}
+        declared = endpoint.metadata.get("inputs")
+        if declared:
+            names = [item["name"] for item in declared]
+            if sorted(names) != sorted(name for name, _ in self.inputs):
+                raise ModelError(f"{where}: metadata inputs {names} differ from the model's "
+                                 f"{[name for name, _ in self.inputs]}")
+        outputs = {node.name for node in self._session.get_outputs()}
+        self._label, self._probabilities = endpoint.outputs
+        for name in endpoint.outputs:
+            if name not in outputs:
+                raise ModelError(f"{where}: no output {name!r}; the model has {sorted(outputs)}")
+        self.classes = [str(c) for c in endpoint.metadata.get("classes", ["0", "1"])]
+        self.input_names = frozenset(name for name, _ in self.inputs)
+        self._fetch = [self._label, self._probabilities]
+
+    def missing(self, features: dict) -> list[str]:
+        return [name for name, _ in self.inputs if features.get(name) is None]
+
+    def predict(self, rows: Sequence[dict]) -> list[tuple[str, dict[str, float]]]:
+        """(prediction, probabilities by class) for each row."""
+        feed = {}
+        for name, is_string in self.inputs:
+            if is_string:
+                column = [row.get(name) or "" for row in rows]
+            else:
+                column = [math.nan if row.get(name) is None else row[name] for row in rows]
+            feed[name] = np.array(column, dtype=self._dtypes[name]).reshape(len(rows), 1)
+        labels, probabilities = self._session.run(self._fetch, feed)
+        classes = self.classes
+        return [
+            (str(label), dict(zip(classes, row)))
+            for label, row in zip(labels.tolist(), np.asarray(probabilities, dtype=np.float64).tolist())
+        ]

@@ -1,0 +1,64 @@
+"""Lookups on another API node service over HTTP: one pooled client, timeouts, its own API key."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import orjson
+
+from .definition import RemoteSpec
+from .errors import SourceUnavailable
+
+
+class RemoteService:
+    """A client for one remote service's lookup endpoints."""
+
+    def __init__(self, spec: RemoteSpec) -> None:
+        self.spec = spec
+        token = base64.b64encode(f"{spec.api_key or ''}:".encode()).decode()
+        self._client = httpx.AsyncClient(
+            base_url=f"{spec.url}/public/api/v1/{spec.name}/",
+            headers={"authorization": f"Basic {token}", "content-type": "application/json"},
+            timeout=httpx.Timeout(spec.timeout_seconds),
+            limits=httpx.Limits(max_connections=spec.max_connections,
+                                max_keepalive_connections=spec.max_connections),
+        )
+        self.failures = 0
+        self.last_error: str | None = None
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def rows_many(self, endpoint: str, keys: list[dict]) -> list[list[dict]]:
+        """For each key mapping, the matching rows (empty when the remote reports notFound)."""
+        single = len(keys) == 1
+        body = {"data": keys[0]} if single else {"items": [{"data": key} for key in keys]}
+        path = f"{endpoint}/lookup" if single else f"{endpoint}/lookup-multi"
+        name = f"{self.spec.name}/{endpoint}"
+        try:
+            response = await self._client.post(path, content=orjson.dumps(body))
+        except httpx.TimeoutException:
+            raise self._down(name, f"no answer within {self.spec.timeout_seconds:g}s") from None
+        except httpx.HTTPError as error:
+            raise self._down(name, f"unreachable ({type(error).__name__})") from None
+        if response.status_code != 200:
+            try:
+                reason = orjson.loads(response.content).get("message", "")
+            except (orjson.JSONDecodeError, AttributeError):
+                reason = ""
+            raise self._down(name, f"answered HTTP {response.status_code} {reason}".rstrip())
+        try:
+            results = orjson.loads(response.content)["results"]
+            rows = [[] if result.get("notFound") else [result["data"]] for result in results]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise self._down(name, "answered with an unexpected body") from None
+        if len(rows) != len(keys):
+            raise self._down(name, f"answered {len(rows)} results for {len(keys)} keys")
+        self.last_error = None
+        return rows
+
+    def _down(self, name: str, reason: str) -> SourceUnavailable:
+        self.failures += 1
+        self.last_error = reason
+        return SourceUnavailable(f"enrichment service {name} unavailable", f"enrichment service {name} {reason}")

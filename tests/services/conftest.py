@@ -1,0 +1,41 @@
+"""Servers shared by a module: fixture data in a temp dir, real processes on free 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from apinode_fixtures import service_dir
+from apinode_server import API_KEY, ApiNodeProcess, server_env
+
+
+@pytest.fixture(scope="session")
+def fixture_services(tmp_path_factory):
+    """Fixture copies of both services (500 customers, the tiny model)."""
+    root = tmp_path_factory.mktemp("services")
+    return {name: service_dir(root, name) for name in ("customer-features", "customer-scoring")}
+
+
+@pytest.fixture(scope="session")
+def features_server(fixture_services):
+    with ApiNodeProcess(fixture_services["customer-features"]).start() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def scoring_server(fixture_services):
+    with ApiNodeProcess(fixture_services["customer-scoring"]).start() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def remote_scoring_server(fixture_services, features_server):
+    env = server_env(APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features_server.url,
+                     APINODE_FEATURES_API_KEY=API_KEY)
+    with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as server:
+        yield server
+
+
+@pytest.fixture()
+def auth():
+    return httpx.BasicAuth(API_KEY, "")
