@@ -1,0 +1,190 @@
+"""A small async load generator shared by the reliability tests and the soak (bench/soak.py).
+
+A workload is a list of ``Call`` factories; each worker picks one at random (seeded), sends it
+over a shared keep-alive ``httpx.AsyncClient`` and records an ``Outcome``: when it started, how
+long it took, the status (``None`` when no answer came back), and what was wrong with the
+answer if anything. The tests decide which outcomes are acceptable in their situation (a
+clear 503 during an outage, a refused connection after SIGTERM); ``Outcome.ok`` means a 200
+whose body passed the call's check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+Check = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request to send and how to judge a 200 answer (``check`` returns a reason or None)."""
+
+    name: str
+    path: str
+    body: Any = None
+    method: str = "POST"
+    check: Check | None = None
+
+
+@dataclass
+class Outcome:
+    """What happened to one request."""
+
+    name: str
+    started: float
+    latency: float
+    status: int | None
+    problem: str | None = None
+    transport: str | None = None
+    error_type: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.problem is None
+
+
+def transport_kind(error: BaseException) -> str:
+    """Name a transport failure so tests can tell 'refused' from 'cut mid-answer' from 'hung'."""
+    if isinstance(error, httpx.ConnectError):
+        return "connect-refused"
+    if isinstance(error, httpx.TimeoutException):
+        return "client-timeout"
+    text = str(error).lower()
+    if isinstance(error, httpx.RemoteProtocolError) and "without sending a response" in text:
+        return "closed-before-answer"
+    if isinstance(error, (httpx.RemoteProtocolError, httpx.ReadError)) and "body" in text:
+        return "cut-mid-answer"
+    if isinstance(error, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
+        return "closed-before-answer"
+    return type(error).__name__
+
+
+async def send(client: httpx.AsyncClient, call: Call, origin: float) -> Outcome:
+    """Send one call and judge its answer; never raises for transport errors."""
+    started = time.monotonic()
+    try:
+        response = await client.request(call.method, call.path, json=call.body)
+        payload = response.json() if response.content else None
+    except httpx.HTTPError as error:
+        return Outcome(call.name, started - origin, time.monotonic() - started, None,
+                       problem=f"{type(error).__name__}: {error}", transport=transport_kind(error))
+    except ValueError as error:
+        return Outcome(call.name, started - origin, time.monotonic() - started, response.status_code,
+                       problem=f"answer is not JSON: {error}: {response.text[:200]!r}")
+    outcome = Outcome(call.name, started - origin, time.monotonic() - started, response.status_code)
+    if response.status_code == 200:
+        outcome.problem = call.check(payload) if call.check else None
+    else:
+        outcome.problem = f"HTTP {response.status_code}"
+        if isinstance(payload, dict):
+            outcome.error_type = payload.get("errorType")
+            outcome.message = payload.get("message")
+    return outcome
+
+
+@dataclass
+class Load:
+    """Workers sending a mixed workload until stopped, a deadline, or a request budget."""
+
+    base_url: str
+    calls: Sequence[Callable[[random.Random], Call]]
+    workers: int = 8
+    api_key: str | None = None
+    timeout: float = 10.0
+    seed: int = 8
+    max_requests: int = 1_000_000
+    pause: float = 0.0
+    outcomes: list[Outcome] = field(default_factory=list)
+    origin: float = field(default_factory=time.monotonic)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, seconds: float) -> list[Outcome]:
+        """Run for at most ``seconds`` (or until ``stop()``); returns every outcome recorded."""
+        deadline = time.monotonic() + seconds
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=self.workers, max_keepalive_connections=self.workers)
+        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, limits=limits,
+                                     timeout=self.timeout) as client:
+            await asyncio.gather(*(self._worker(client, random.Random(self.seed * 1000 + i), deadline)
+                                   for i in range(self.workers)))
+        return self.outcomes
+
+    async def _worker(self, client: httpx.AsyncClient, rng: random.Random, deadline: float) -> None:
+        while not self._stop.is_set() and time.monotonic() < deadline and len(self.outcomes) < self.max_requests:
+            call = rng.choice(self.calls)(rng)
+            self.outcomes.append(await send(client, call, self.origin))
+            if self.pause:
+                await asyncio.sleep(self.pause)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Counts and latency percentiles (milliseconds) of the outcomes started in one time window."""
+
+    start: float
+    requests: int
+    errors: int
+    p50: float
+    p95: float
+    p99: float
+    max: float
+
+
+def windows(outcomes: Sequence[Outcome], seconds: float) -> list[Window]:
+    """Group outcomes by start time into windows of ``seconds``."""
+    buckets: dict[int, list[Outcome]] = {}
+    for outcome in outcomes:
+        buckets.setdefault(int(outcome.started // seconds), []).append(outcome)
+    result = []
+    for index in sorted(buckets):
+        group = buckets[index]
+        latencies = [o.latency * 1000 for o in group]
+        result.append(Window(
+            start=index * seconds, requests=len(group), errors=sum(not o.ok for o in group),
+            p50=percentile(latencies, 50), p95=percentile(latencies, 95), p99=percentile(latencies, 99),
+            max=max(latencies),
+        ))
+    return result
+
+
+def describe(outcomes: Sequence[Outcome], limit: int = 8) -> str:
+    """A short human summary of the failed outcomes, for assertion messages."""
+    failed = [o for o in outcomes if not o.ok]
+    kinds: dict[str, int] = {}
+    for o in failed:
+        key = o.transport or (f"{o.status} {o.error_type}" if o.status != 200 else f"200 wrong: {o.problem}")
+        kinds[key] = kinds.get(key, 0) + 1
+    lines = [f"{len(failed)} of {len(outcomes)} requests failed: {kinds}"]
+    lines += [f"  t={o.started:.2f}s {o.name} status={o.status} {o.problem} {o.message or ''}"
+              for o in failed[:limit]]
+    return "\n".join(lines)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process (VmRSS from /proc), in KiB."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")

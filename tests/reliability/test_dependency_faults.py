@@ -1,0 +1,107 @@
+"""customer-scoring enriching through customer-features, under load, while features fails.
+
+Killed (connections refused) or frozen (connections accepted, never answered): during the
+outage every request gets a 503 with a clear body within the configured timeout, never a
+prediction made with missing features; when features is back, scoring recovers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+import yaml
+
+from tests.reliability.conftest import remote_env
+from tests.reliability.loadgen import Load, describe
+from tests.reliability.servers import API_KEY, SCORING_DIR, Service, clean_env
+
+REQUEST_TIMEOUT = 3.0  # APINODE_REQUEST_TIMEOUT_SECONDS given to scoring in these tests
+MARGIN = 4.0  # on top of the timeout: a loaded 2-core box, not a performance bound
+RECOVERY_BOUND = 30.0
+
+
+def remote_timeout() -> float:
+    raw = yaml.safe_load((SCORING_DIR / "service.yaml").read_text())
+    return max(float(r.get("timeout_seconds", 1.0)) for r in raw["remotes"].values())
+
+
+def outage_problems(outcomes, start: float, end: float, bound: float) -> list[str]:
+    """During the outage: a correct 200 or a clear 503, always within ``bound`` seconds."""
+    problems = []
+    for o in outcomes:
+        if not start <= o.started < end:
+            continue
+        if o.latency > bound:
+            problems.append(f"answered after {o.latency:.1f}s (> {bound:.1f}s): {o.name} {o.status}")
+        if o.status == 200 and o.problem:
+            problems.append(f"wrong prediction during the outage: {o.problem}")
+        elif o.status is None:
+            problems.append(f"no answer from scoring during the outage: {o.transport} {o.problem}")
+        elif o.status not in (200, 503):
+            problems.append(f"HTTP {o.status} {o.error_type} during the outage (expected 503): {o.message}")
+        elif o.status == 503 and not (o.error_type and o.message):
+            problems.append(f"503 without errorType/message: {o}")
+    return problems
+
+
+async def outage_under_load(features: Service, scoring: Service, calls, break_features, heal_features) -> None:
+    load = Load(scoring.url, calls, workers=8, api_key=API_KEY, timeout=REQUEST_TIMEOUT + 30)
+    running = asyncio.create_task(load.run(120))
+    clock = lambda: time.monotonic() - load.origin  # noqa: E731
+    await asyncio.sleep(2.0)
+    broken_at = clock()
+    await asyncio.to_thread(break_features)
+    await asyncio.sleep(4.0)
+    healing_at = clock()
+    await asyncio.to_thread(heal_features)
+    healed_at = clock()
+
+    # Recovery: scoring must start answering correctly again without being restarted.
+    deadline = time.monotonic() + RECOVERY_BOUND
+    recovered_at = None
+    while time.monotonic() < deadline and recovered_at is None:
+        await asyncio.sleep(0.25)
+        recent = [o for o in load.outcomes if o.started > healed_at]
+        if len(recent) >= 20 and all(o.ok for o in recent[-20:]):
+            recovered_at = clock()
+    await asyncio.sleep(3.0)
+    load.stop()
+    outcomes = await running
+
+    healthy = [o for o in outcomes if o.started + o.latency < broken_at]
+    assert healthy and all(o.ok for o in healthy), "before the fault:\n" + describe(healthy)
+    bound = REQUEST_TIMEOUT + MARGIN
+    problems = outage_problems(outcomes, broken_at, healing_at, bound)
+    assert not problems, "\n".join(problems[:10]) + f"\n{describe(outcomes)}\n{scoring.log_tail(15)}"
+    unavailable = [o for o in outcomes if broken_at <= o.started < healing_at and o.status == 503]
+    assert unavailable, "no 503 during the outage: scoring never noticed customer-features was down"
+    assert recovered_at is not None, (
+        f"scoring did not recover within {RECOVERY_BOUND}s of customer-features coming back:\n"
+        + describe([o for o in outcomes if o.started > healed_at]) + "\n" + scoring.log_tail(15))
+    after = [o for o in outcomes if o.started > recovered_at]
+    assert len(after) > 20 and all(o.ok for o in after), "after recovery:\n" + describe(after)
+    # Between the heal and recovery, the same rules as during the outage still hold.
+    problems = outage_problems(outcomes, healing_at, recovered_at, bound)
+    assert not problems, "\n".join(problems[:10])
+
+
+def killed(features: Service):
+    return (lambda: features.signal(signal.SIGKILL) or features.wait_exit(10),
+            lambda: features.start())
+
+
+def frozen(features: Service):
+    return (lambda: features.signal(signal.SIGSTOP), lambda: features.signal(signal.SIGCONT))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("fault", [killed, frozen], ids=["killed-and-restarted", "frozen-and-resumed"])
+def test_scoring_survives_customer_features_outage(fault, features, golden, log_dir):
+    assert remote_timeout() < REQUEST_TIMEOUT, "the remote timeout must be below the request timeout"
+    env = clean_env(APINODE_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT), **remote_env(features.url))
+    with Service(SCORING_DIR, env, log_dir=log_dir, name="faults-scoring").start() as scoring:
+        break_features, heal_features = fault(features)
+        asyncio.run(outage_under_load(features, scoring, golden.scoring_calls(), break_features, heal_features))
