@@ -1,0 +1,77 @@
+"""Session fixtures for the image tests: a private Docker engine, the offline base image and
+wheelhouse, and both service images built for real."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from image_harness import (
+    REPO,
+    SERVICES,
+    BuiltImage,
+    CommandFailed,
+    Docker,
+    build_image,
+    fill_wheels_in_context,
+    run,
+)
+
+SCRIPTS = REPO / "scripts"
+# What the tests pass as OCI label build arguments, and assert back from the images.
+LABEL_ARGS = {"VERSION": "1.4.2-test", "SOURCE": "https://example.invalid/mesh.git"}
+
+_built: dict[str, BuiltImage] = {}
+
+
+@pytest.fixture(scope="session")
+def docker():
+    """The private engine: reuse one that runs, else start it and stop it (by its PID) at the end."""
+    status = subprocess.run([str(SCRIPTS / "dockerd"), "status"], capture_output=True, text=True, check=False)
+    started_here = status.returncode != 0
+    try:
+        host = run([str(SCRIPTS / "dockerd"), "start"], timeout=120).strip() if started_here else status.stdout.strip()
+    except CommandFailed as error:
+        pytest.fail(f"cannot start the private Docker engine (did scripts/system-deps run?):\n{error}")
+    engine = Docker(host)
+    yield engine
+    # Only dangling layers: tagged images and the base stay for the next run's build cache.
+    engine.exit_code("image", "prune", "--force")
+    if started_here:
+        run([str(SCRIPTS / "dockerd"), "stop"], timeout=120)
+
+
+@pytest.fixture(scope="session")
+def base_image(docker: Docker) -> str:
+    """The debootstrap-made stand-in for python:3.11-slim-bookworm (cached after the first run)."""
+    return run([str(SCRIPTS / "base-image")], env=docker.env, timeout=900).strip()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """The runtime's wheels for the image's Python, downloaded once per requirements hash."""
+    return Path(run([str(SCRIPTS / "wheelhouse")], timeout=600).strip())
+
+
+@pytest.fixture(scope="session")
+def images(docker: Docker, base_image: str, wheelhouse: Path) -> dict[str, BuiltImage]:
+    """Both service images, built offline from the repository root as the Pulumi program does."""
+    fill_wheels_in_context(wheelhouse)
+    revision = run(["git", "-C", str(REPO), "rev-parse", "HEAD"]).strip()
+    for service in SERVICES:
+        _built[service] = build_image(docker, service, base_image, {**LABEL_ARGS, "REVISION": revision})
+    return dict(_built)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print what the images measured, so every CI log carries the numbers."""
+    if not _built:
+        return
+    terminalreporter.section("service images")
+    for image in _built.values():
+        terminalreporter.write_line(
+            f"{image.service}: own layers {image.own_layers_bytes / 2**20:.1f} MiB above {image.base_ref}, "
+            f"built in {image.build_seconds:.1f} s"
+        )

@@ -1,0 +1,153 @@
+"""Helpers for the image tests: the Docker CLI bound to the private engine, builds and containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("customer-features", "customer-scoring")
+DOCKERFILE = REPO / "images" / "Dockerfile"
+WHEELS_IN_CONTEXT = REPO / "images" / "wheels"
+# Where images/Dockerfile puts the service folder and the runtime with its dependencies.
+IMAGE_APP_DIR = "/opt/apinode"
+IMAGE_SERVICE_DIR = f"{IMAGE_APP_DIR}/service"
+NON_ROOT = "10001:10001"
+MIB = 1024 * 1024
+
+
+class CommandFailed(AssertionError):
+    """A docker or helper-script command exited non-zero; carries its output for the report."""
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 900) -> str:
+    """Run a command, return its stdout; raise with stdout and stderr when it fails."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise CommandFailed(
+            f"{' '.join(argv)} exited {done.returncode}\n--- stdout\n{done.stdout[-4000:]}"
+            f"\n--- stderr\n{done.stderr[-4000:]}"
+        )
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Docker:
+    """The docker client talking to one engine, with the classic builder (no buildx on these machines)."""
+
+    host: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0"}
+
+    def __call__(self, *args: str, timeout: float = 900) -> str:
+        return run(["docker", *args], env=self.env, timeout=timeout)
+
+    def exit_code(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def inspect(self, ref: str) -> dict:
+        return json.loads(self("inspect", ref))[0]
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """One service image as the tests built it, with what went in and what it measured."""
+
+    service: str
+    ref: str
+    base_ref: str
+    build_args: dict[str, str]
+    build_seconds: float
+    own_layers_bytes: int
+
+
+@dataclass
+class Container:
+    """A service container started the way Kubernetes will run it."""
+
+    service: str
+    id: str
+    port: int
+    api_key: str
+    stopped: bool = field(default=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fill_wheels_in_context(wheelhouse: Path) -> None:
+    """Put exactly the cached wheelhouse into images/wheels/, where the Dockerfile picks it up."""
+    WHEELS_IN_CONTEXT.mkdir(exist_ok=True)
+    for stale in WHEELS_IN_CONTEXT.glob("*.whl"):
+        stale.unlink()
+    for wheel in wheelhouse.glob("*.whl"):
+        target = WHEELS_IN_CONTEXT / wheel.name
+        try:
+            os.link(wheel, target)
+        except OSError:  # the cache may be on another filesystem than the checkout
+            target.write_bytes(wheel.read_bytes())
+
+
+def build_image(docker: Docker, service: str | None, base_ref: str, build_args: dict[str, str]) -> BuiltImage:
+    """Build one service image offline: no network in the build, wheels only from the context.
+    service=None leaves out the SERVICE build argument."""
+    ref = f"mesh/{service or 'no-service'}:test"
+    args = {"BASE_IMAGE": base_ref, "PIP_NO_INDEX": "1", **build_args}
+    if service is not None:
+        args["SERVICE"] = service
+    argv = ["build", "--network", "none", "--file", str(DOCKERFILE), "--tag", ref]
+    for name, value in args.items():
+        argv += ["--build-arg", f"{name}={value}"]
+    started = time.monotonic()
+    docker(*argv, str(REPO), timeout=1200)
+    seconds = time.monotonic() - started
+    own = docker.inspect(ref)["Size"] - docker.inspect(base_ref)["Size"]
+    return BuiltImage(service or "", ref, base_ref, args, seconds, own)
+
+
+def wait_ready(docker: Docker, container: Container, deadline_s: float = 120) -> None:
+    """Poll /readyz until 200; fail with the container's logs if it exits or never gets ready."""
+    last = "no answer"
+    end = time.monotonic() + deadline_s
+    with httpx.Client(trust_env=False, timeout=5) as client:
+        while time.monotonic() < end:
+            state = docker.inspect(container.id)["State"]
+            if not state["Running"]:
+                raise AssertionError(
+                    f"{container.service} exited with {state['ExitCode']} before it was ready:\n"
+                    + logs(docker, container)
+                )
+            try:
+                answer = client.get(f"{container.url}/readyz")
+                if answer.status_code == 200:
+                    return
+                last = f"{answer.status_code} {answer.text[:200]}"
+            except httpx.TransportError as error:
+                last = repr(error)
+            time.sleep(0.5)
+    raise AssertionError(
+        f"{container.service} not ready after {deadline_s} s (last: {last}):\n" + logs(docker, container)
+    )
+
+
+def logs(docker: Docker, container: Container) -> str:
+    done = docker.exit_code("logs", "--tail", "60", container.id)
+    return done.stdout + done.stderr

@@ -1,0 +1,107 @@
+"""Each image run as Kubernetes will run it, answering the real dataikuapi client, then stopped.
+
+The tests in this module run in file order: the last one stops the containers."""
+
+from __future__ import annotations
+
+import dataikuapi
+import httpx
+import pytest
+
+from image_harness import NON_ROOT, SERVICES, Container, free_port, logs, wait_ready
+
+pytestmark = pytest.mark.docker
+
+API_KEY = "image-test-key"
+CUSTOMER = "C0000001"
+# Longer than the runtime's drain (APINODE_GRACE_SECONDS, 20 s by default), like the Deployment's
+# terminationGracePeriodSeconds: docker kills with SIGKILL (exit 137) only after this.
+STOP_GRACE_SECONDS = 30
+# Per service: scoring enriches from the dataset bundled in its own image (no features service).
+SERVICE_ENV = {
+    "customer-features": {},
+    "customer-scoring": {"APINODE_ENRICHMENT": "bundled"},
+}
+
+
+@pytest.fixture(scope="module")
+def containers(docker, images):
+    """Both services, each bound to 127.0.0.1 on a free port, with the pod's security settings."""
+    started: dict[str, Container] = {}
+    try:
+        for service in SERVICES:
+            port = free_port()
+            env = {"APINODE_API_KEYS": API_KEY, **SERVICE_ENV[service]}
+            argv = [
+                "run", "--detach",
+                "--network", "host",
+                "--user", NON_ROOT,
+                "--read-only", "--tmpfs", "/tmp",
+                "--cap-drop", "ALL",
+                "--security-opt", "no-new-privileges",
+            ]
+            for name, value in env.items():
+                argv += ["--env", f"{name}={value}"]
+            argv += [images[service].ref, "--host", "127.0.0.1", "--port", str(port)]
+            started[service] = Container(service, docker(*argv).strip(), port, API_KEY)
+        for container in started.values():
+            wait_ready(docker, container)
+        yield started
+    finally:
+        for container in started.values():
+            docker.exit_code("rm", "--force", container.id)
+
+
+def client(container: Container, service_id: str | None = None) -> dataikuapi.APINodeClient:
+    return dataikuapi.APINodeClient(container.url, service_id or container.service, container.api_key)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_ready_and_alive(containers, service):
+    with httpx.Client(trust_env=False, timeout=5) as http:
+        for path in ("/readyz", "/isAlive"):
+            assert http.get(f"{containers[service].url}{path}").status_code == 200, path
+
+
+def test_scoring_scores_a_customer_by_id_alone(containers):
+    answer = client(containers["customer-scoring"]).predict_record("high-spender", {"customer_id": CUSTOMER})
+    result = answer["result"]
+    assert result["ignored"] is False
+    assert result["prediction"] in result["probas"]
+    assert sum(result["probas"].values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_features_looks_up_a_customer(containers):
+    features = client(containers["customer-features"])
+    for endpoint in ("demographics", "behavior"):
+        row = features.lookup_record(endpoint, {"customer_id": CUSTOMER})
+        assert row["data"]["customer_id"] == CUSTOMER, endpoint
+
+
+def test_a_wrong_api_key_is_refused(containers):
+    url = f"{containers['customer-scoring'].url}/public/api/v1/customer-scoring/high-spender/predict"
+    with httpx.Client(trust_env=False, timeout=5) as http:
+        answer = http.post(url, json={"features": {"customer_id": CUSTOMER}}, auth=("not-the-key", ""))
+    assert answer.status_code in (401, 403)
+    assert answer.json()["errorType"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_root_filesystem_is_read_only_to_the_server(docker, containers, service):
+    # The server runs and answers (tests above) although nothing but /tmp is writable.
+    refused = docker.exit_code(
+        "exec", containers[service].id, "python3", "-c", "open('/opt/apinode/service/x', 'w')"
+    )
+    assert refused.returncode != 0
+    assert "Read-only file system" in refused.stderr
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_docker_stop_ends_it_cleanly_within_the_grace_period(docker, containers, service):
+    container = containers[service]
+    docker("stop", "--time", str(STOP_GRACE_SECONDS), container.id, timeout=STOP_GRACE_SECONDS + 60)
+    state = docker.inspect(container.id)["State"]
+    # Exit 0 means the server handled SIGTERM and exited by itself; a SIGKILL after the grace period
+    # would show as 137, an unhandled SIGTERM as 143.
+    assert state["ExitCode"] == 0, f"exit code {state['ExitCode']}:\n{logs(docker, container)}"
+    assert state["OOMKilled"] is False
