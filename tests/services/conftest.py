@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from apinode_fixtures import service_dir
-from apinode_server import API_KEY, ApiNodeProcess, server_env
+from apinode_server import API_KEY, REPO, ApiNodeProcess, server_env
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,26 @@ def remote_scoring_server(fixture_services, features_server):
 @pytest.fixture()
 def auth():
     return httpx.BasicAuth(API_KEY, "")
+
+
+@pytest.fixture(scope="session")
+def real_features():
+    """customer-features on the committed 100k artifacts."""
+    with ApiNodeProcess(REPO / "services" / "customer-features").start() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def real_scoring():
+    """customer-scoring on the committed model, bundled enrichment."""
+    with ApiNodeProcess(REPO / "services" / "customer-scoring").start() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def real_remote_scoring(real_features):
+    """customer-scoring enriching through customer-features over HTTP."""
+    env = server_env(APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=real_features.url,
+                     APINODE_FEATURES_API_KEY=API_KEY)
+    with ApiNodeProcess(REPO / "services" / "customer-scoring", env).start() as server:
+        yield server
