@@ -78,6 +78,12 @@ class _Reader:
         fix = f" Fix: pulumi config set --path '{full}' {example} --stack {self.stack}" if example else ""
         return ConfigError(f"config key '{full}': {problem}.{fix}")
 
+    def remove(self, key: str, problem: str) -> ConfigError:
+        """A key that must go: the fix is ``pulumi config rm``."""
+        full = f"{self.prefix}{key}"
+        return ConfigError(f"config key '{full}': {problem}. "
+                           f"Fix: pulumi config rm --path '{full}' --stack {self.stack}")
+
     def has(self, key: str) -> bool:
         return self.values.get(key) is not None
 
@@ -226,7 +232,7 @@ def _service(reader: _Reader, service_id: str, secrets: Mapping[str, Secret | No
     if service_id == "customer-scoring":
         enrichment = reader.string("enrichment", "remote", default="remote", choices=ENRICHMENTS)
     elif reader.has("enrichment"):
-        raise reader.fail("enrichment", "only applies to customer-scoring; remove it")
+        raise reader.remove("enrichment", "only applies to customer-scoring")
     return ServiceSettings(
         id=service_id,
         version=version,
@@ -359,7 +365,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         database = _database(top.child("database", "'{\"host\": ..., \"cidr\": ...}'"),
                              secrets["databasePassword"], stack)
     elif top.has("database"):
-        raise top.fail("database", "is set but no service has source sql; remove it or set a service's source")
+        raise top.remove("database", "is set but no service has source sql (or set a service's source to sql)")
 
     tags = top.raw("tags", "'{\"team\": \"data\"}'", default={})
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):

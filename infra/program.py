@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pulumi
 
 from infra.cluster import Cluster, ClusterArgs, cluster_name
 from infra.config import ConfigError, settings_from_pulumi
 from infra.image import ServiceImage, ServiceImageArgs
+from infra.mesh import ServiceMesh, ServiceMeshArgs
 from infra.network import Network, NetworkArgs
 from infra.registry import Registry, RegistryArgs
 from infra.settings import StackSettings
@@ -43,15 +42,11 @@ def deploy(settings: StackSettings) -> None:
     pulumi.export("ecrRepositoryUrls", registry.repository_urls)
     pulumi.export("imageRefs", image_refs)
 
-    # The Kubernetes side (infra/mesh.py) is written in parallel; until it lands the stack stops at the images.
-    if importlib.util.find_spec("infra.mesh") is not None:
-        from infra.mesh import ServiceMesh, ServiceMeshArgs
-
-        mesh = ServiceMesh("mesh", ServiceMeshArgs(
-            settings=settings, image_refs=image_refs, vpc_cidr=settings.network.cidr,
-        ), opts=pulumi.ResourceOptions(provider=cluster.provider))
-        pulumi.export("serviceEndpoints", mesh.endpoints)
-        pulumi.export("apiKeys", pulumi.Output.secret(mesh.api_keys))
+    mesh = ServiceMesh("mesh", ServiceMeshArgs(
+        settings=settings, image_refs=image_refs, vpc_cidr=settings.network.cidr,
+    ), opts=pulumi.ResourceOptions(provider=cluster.provider))
+    pulumi.export("serviceEndpoints", mesh.endpoints)
+    pulumi.export("apiKeys", pulumi.Output.secret(mesh.api_keys))
 
 
 def main() -> None:
