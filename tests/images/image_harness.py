@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -76,21 +76,25 @@ class BuiltImage:
 class Container:
     """A service container started the way Kubernetes will run it."""
 
-    service: str
+    name: str
     id: str
     port: int
     api_key: str
-    stopped: bool = field(default=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_port(taken: set[int]) -> int:
+    """A loopback port free now and not handed out before (the kernel may offer a just-closed one)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
 
 
 def fill_wheels_in_context(wheelhouse: Path) -> None:
@@ -132,7 +136,7 @@ def wait_ready(docker: Docker, container: Container, deadline_s: float = 120) ->
             state = docker.inspect(container.id)["State"]
             if not state["Running"]:
                 raise AssertionError(
-                    f"{container.service} exited with {state['ExitCode']} before it was ready:\n"
+                    f"{container.name} exited with {state['ExitCode']} before it was ready:\n"
                     + logs(docker, container)
                 )
             try:
@@ -144,7 +148,7 @@ def wait_ready(docker: Docker, container: Container, deadline_s: float = 120) ->
                 last = repr(error)
             time.sleep(0.5)
     raise AssertionError(
-        f"{container.service} not ready after {deadline_s} s (last: {last}):\n" + logs(docker, container)
+        f"{container.name} not ready after {deadline_s} s (last: {last}):\n" + logs(docker, container)
     )
 
 

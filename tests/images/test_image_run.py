@@ -17,33 +17,43 @@ CUSTOMER = "C0000001"
 # Longer than the runtime's drain (APINODE_GRACE_SECONDS, 20 s by default), like the Deployment's
 # terminationGracePeriodSeconds: docker kills with SIGKILL (exit 137) only after this.
 STOP_GRACE_SECONDS = 30
-# Per service: scoring enriches from the dataset bundled in its own image (no features service).
-SERVICE_ENV = {
-    "customer-features": {},
-    "customer-scoring": {"APINODE_ENRICHMENT": "bundled"},
+# Container name -> (image, environment). Scoring runs twice: enriching from the dataset bundled in
+# its own image, and from the features container over HTTP, as in production.
+REMOTE_SCORING = "customer-scoring-remote"
+RUNS = {
+    "customer-features": ("customer-features", {}),
+    "customer-scoring": ("customer-scoring", {"APINODE_ENRICHMENT": "bundled"}),
+    REMOTE_SCORING: ("customer-scoring", {"APINODE_ENRICHMENT": "remote"}),
 }
+
+
+def start(docker, image_ref: str, name: str, port: int, env: dict[str, str]) -> Container:
+    """One container bound to 127.0.0.1 on the given port, with the pod's security settings."""
+    env = {"APINODE_API_KEYS": API_KEY, "APINODE_HOST": "127.0.0.1", "APINODE_PORT": str(port), **env}
+    argv = [
+        "run", "--detach",
+        "--network", "host",
+        "--user", NON_ROOT,
+        "--read-only", "--tmpfs", "/tmp",
+        "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
+    ]
+    for variable, value in env.items():
+        argv += ["--env", f"{variable}={value}"]
+    return Container(name, docker(*argv, image_ref).strip(), port, API_KEY)
 
 
 @pytest.fixture(scope="module")
 def containers(docker, images):
-    """Both services, each bound to 127.0.0.1 on a free port, with the pod's security settings."""
+    """Every run in RUNS, ready; removed at the end whatever happened."""
     started: dict[str, Container] = {}
+    ports: set[int] = set()
     try:
-        for service in SERVICES:
-            port = free_port()
-            env = {"APINODE_API_KEYS": API_KEY, **SERVICE_ENV[service]}
-            argv = [
-                "run", "--detach",
-                "--network", "host",
-                "--user", NON_ROOT,
-                "--read-only", "--tmpfs", "/tmp",
-                "--cap-drop", "ALL",
-                "--security-opt", "no-new-privileges",
-            ]
-            for name, value in env.items():
-                argv += ["--env", f"{name}={value}"]
-            argv += [images[service].ref, "--host", "127.0.0.1", "--port", str(port)]
-            started[service] = Container(service, docker(*argv).strip(), port, API_KEY)
+        for name, (service, env) in RUNS.items():
+            if name == REMOTE_SCORING:
+                features = started["customer-features"]
+                env = {**env, "APINODE_FEATURES_URL": features.url, "APINODE_FEATURES_API_KEY": API_KEY}
+            started[name] = start(docker, images[service].ref, name, free_port(ports), env)
         for container in started.values():
             wait_ready(docker, container)
         yield started
@@ -52,27 +62,38 @@ def containers(docker, images):
             docker.exit_code("rm", "--force", container.id)
 
 
-def client(container: Container, service_id: str | None = None) -> dataikuapi.APINodeClient:
-    return dataikuapi.APINodeClient(container.url, service_id or container.service, container.api_key)
+def client(container: Container, service_id: str) -> dataikuapi.APINodeClient:
+    return dataikuapi.APINodeClient(container.url, service_id, container.api_key)
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_ready_and_alive(containers, service):
+@pytest.mark.parametrize("name", RUNS)
+def test_ready_and_alive(containers, name):
     with httpx.Client(trust_env=False, timeout=5) as http:
         for path in ("/readyz", "/isAlive"):
-            assert http.get(f"{containers[service].url}{path}").status_code == 200, path
+            assert http.get(f"{containers[name].url}{path}").status_code == 200, path
+
+
+def score(container: Container) -> dict:
+    return client(container, "customer-scoring").predict_record("high-spender", {"customer_id": CUSTOMER})["result"]
 
 
 def test_scoring_scores_a_customer_by_id_alone(containers):
-    answer = client(containers["customer-scoring"]).predict_record("high-spender", {"customer_id": CUSTOMER})
-    result = answer["result"]
+    result = score(containers["customer-scoring"])
     assert result["ignored"] is False
     assert result["prediction"] in result["probas"]
     assert sum(result["probas"].values()) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_scoring_enriched_over_http_from_the_features_container_agrees(containers):
+    # Same customer, same data behind both enrichment paths: the same score.
+    remote = score(containers[REMOTE_SCORING])
+    bundled = score(containers["customer-scoring"])
+    assert remote["prediction"] == bundled["prediction"]
+    assert remote["probas"] == pytest.approx(bundled["probas"])
+
+
 def test_features_looks_up_a_customer(containers):
-    features = client(containers["customer-features"])
+    features = client(containers["customer-features"], "customer-features")
     for endpoint in ("demographics", "behavior"):
         row = features.lookup_record(endpoint, {"customer_id": CUSTOMER})
         assert row["data"]["customer_id"] == CUSTOMER, endpoint
@@ -96,9 +117,10 @@ def test_root_filesystem_is_read_only_to_the_server(docker, containers, service)
     assert "Read-only file system" in refused.stderr
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_docker_stop_ends_it_cleanly_within_the_grace_period(docker, containers, service):
-    container = containers[service]
+# Scoring (remote) first: it depends on features, as a pod would during a rollout.
+@pytest.mark.parametrize("name", reversed(RUNS))
+def test_docker_stop_ends_it_cleanly_within_the_grace_period(docker, containers, name):
+    container = containers[name]
     docker("stop", "--time", str(STOP_GRACE_SECONDS), container.id, timeout=STOP_GRACE_SECONDS + 60)
     state = docker.inspect(container.id)["State"]
     # Exit 0 means the server handled SIGTERM and exited by itself; a SIGKILL after the grace period
