@@ -46,6 +46,13 @@ class TrainedModel:
     card: dict
 
 
+def split_rows(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (ascending) to fit on and to hold out: a seeded 80/20 shuffle."""
+    order = np.random.default_rng(seed + 1).permutation(count)
+    holdout_size = int(round(count * HOLDOUT_FRACTION))
+    return np.sort(order[holdout_size:]), np.sort(order[:holdout_size])
+
+
 def build_pipeline(seed: int) -> Pipeline:
     """Category encoding and boosting in one estimator, so ONNX carries the encoding too."""
     numeric = list(range(len(NUMERIC_FEATURES)))
@@ -71,6 +78,10 @@ def to_onnx(pipeline: Pipeline) -> onnx.ModelProto:
         options={HistGradientBoostingClassifier: {"zipmap": False}},
         target_opset=TARGET_OPSET,
     )
+    # skl2onnx collects opsets in a set, so their order follows string hashing, which varies per process.
+    opsets = sorted((entry.domain, entry.version) for entry in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in opsets)
     return model
 
 
@@ -87,9 +98,7 @@ def train(population: Population, seed: int = c.SEED) -> TrainedModel:
     """Fit on 80% of customers, score the other 20% with the ONNX model, write the card."""
     inputs = model_inputs(population.demographics, population.behavior)
     target = population.high_spender.astype(np.int64)
-    order = np.random.default_rng(seed + 1).permutation(len(target))
-    holdout_size = int(round(len(target) * HOLDOUT_FRACTION))
-    holdout, fit_rows = np.sort(order[:holdout_size]), np.sort(order[holdout_size:])
+    fit_rows, holdout = split_rows(len(target), seed)
     pipeline = build_pipeline(seed)
     # One thread: the booster's parallel gradient sums would otherwise depend on the core count.
     with threadpool_limits(limits=1):

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 
+import onnx
 import pytest
 
+from flow.artifacts import REPO_ROOT, SCORING_MODEL, artifact_paths
 from flow.cli import main
 
 
@@ -36,3 +41,26 @@ def test_customer_count_out_of_range_is_refused(tmp_path, capsys, bad):
     assert exit_.value.code == 2
     assert "--customers" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_model_bytes_do_not_depend_on_the_process(tmp_path):
+    """Separate processes (own hash salt, own memory layout) must write the same bytes.
+
+    skl2onnx once listed the graph's opsets in a per-process order; the flow sorts them.
+    """
+    digests = []
+    for run in range(3):
+        root = tmp_path / str(run)
+        subprocess.run(
+            [sys.executable, "-m", "flow", "all", "--customers", "2000", "--root", str(root)],
+            cwd=REPO_ROOT, env={k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"},
+            check=True, capture_output=True, timeout=300,
+        )
+        digests.append({str(p): hashlib.sha256((root / p).read_bytes()).hexdigest() for p in artifact_paths()})
+    assert digests[0] == digests[1] == digests[2]
+
+
+def test_model_lists_its_opsets_in_a_fixed_order():
+    model = onnx.load(str(REPO_ROOT / SCORING_MODEL / "high-spender.onnx"))
+    domains = [entry.domain for entry in model.opset_import]
+    assert domains == sorted(domains) and set(domains) == {"", "ai.onnx.ml"}
