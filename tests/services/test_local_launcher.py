@@ -1,0 +1,57 @@
+"""``python -m apinode.local`` (make run): both services up, a curl command that works, Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from apinode_server import REPO, free_port, server_env
+
+
+def test_make_run_launcher_prints_a_working_curl_and_stops_on_ctrl_c():
+    scoring, features = free_port(), free_port()
+    env = server_env()
+    del env["APINODE_API_KEYS"]  # the launcher's default key must apply
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "apinode.local", "--scoring-port", str(scoring), "--features-port", str(features)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)  # its own process group: the test's Ctrl-C reaches only it and its children
+    output = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = launcher.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if "Ctrl-C stops both" in line:
+                break
+        text = "".join(output)
+        curl = next((line.strip() for line in output if line.strip().startswith("curl ")), None)
+        assert curl is not None, text
+        assert "local-dev-key:" in curl and f"127.0.0.1:{scoring}" in curl
+        if shutil.which("curl"):
+            answer = subprocess.run(shlex.split(curl), capture_output=True, text=True, timeout=10).stdout
+        else:
+            print("curl is not installed: replaying the printed request with httpx")
+            args = shlex.split(curl)
+            answer = httpx.post(args[-1], content=args[args.index("-d") + 1], auth=("local-dev-key", ""),
+                                headers={"content-type": "application/json"}).text
+        assert '"prediction"' in answer and '"probas"' in answer, answer
+        os.killpg(launcher.pid, signal.SIGINT)
+        assert launcher.wait(timeout=40) == 0, launcher.stdout.read()
+        for port in (scoring, features):
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
