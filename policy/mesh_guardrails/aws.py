@@ -7,7 +7,7 @@ EKS rules read both shapes.
 """
 from collections.abc import Mapping
 
-from .props import dig, is_prod, items
+from .props import as_list, dig, is_prod
 
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
 EKS_COMPONENT = "eks:index:Cluster"
@@ -44,7 +44,7 @@ def eks_secrets_encryption(resource_type: str, props: Mapping, stack: str) -> li
                 "set encryption_config_key_arn to a KMS key ARN"]
     if resource_type == EKS_CLUSTER:
         config = props.get("encryptionConfig")
-        if "secrets" in items(dig(config, "resources")) and dig(config, "provider", "keyArn"):
+        if "secrets" in as_list(dig(config, "resources")) and dig(config, "provider", "keyArn"):
             return []
         return ["EKS cluster does not envelope-encrypt Kubernetes secrets with a KMS key: "
                 "set encryption_config={'resources': ['secrets'], 'provider': {'key_arn': ...}}"]
@@ -54,7 +54,7 @@ def eks_secrets_encryption(resource_type: str, props: Mapping, stack: str) -> li
 def eks_control_plane_logging(resource_type: str, props: Mapping, stack: str) -> list[str]:
     if resource_type not in (EKS_COMPONENT, EKS_CLUSTER):
         return []
-    enabled = set(items(props.get("enabledClusterLogTypes")))
+    enabled = set(as_list(props.get("enabledClusterLogTypes")))
     missing = [log for log in REQUIRED_LOG_TYPES if log not in enabled]
     if not missing:
         return []
@@ -72,7 +72,7 @@ def eks_endpoint_not_open(resource_type: str, props: Mapping, stack: str) -> lis
     # AWS defaults: the public endpoint is on and open to every address.
     if settings.get("endpointPublicAccess") is False:
         return []
-    cidrs = set(items(settings.get("publicAccessCidrs"))) or {"0.0.0.0/0"}
+    cidrs = set(as_list(settings.get("publicAccessCidrs"))) or {"0.0.0.0/0"}
     open_to = sorted(cidrs & OPEN_CIDRS)
     if not open_to:
         return []

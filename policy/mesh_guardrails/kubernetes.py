@@ -2,7 +2,7 @@
 import re
 from collections.abc import Mapping
 
-from .props import containers, dig, is_prod, items, pod_spec
+from .props import as_list, containers, dig, is_prod, pod_spec
 
 SERVICE = "kubernetes:core/v1:Service"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
@@ -101,5 +101,5 @@ def no_secret_literals(resource_type: str, props: Mapping, stack: str) -> list[s
     return [f"container '{_name(container)}' sets env '{entry.get('name')}' to a literal that "
             "looks like a secret: use valueFrom.secretKeyRef"
             for container in containers(spec)
-            for entry in items(container.get("env"))
+            for entry in as_list(container.get("env"))
             if isinstance(entry, Mapping) and looks_like_secret(entry.get("name") or "", entry.get("value"))]

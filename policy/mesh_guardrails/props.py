@@ -40,7 +40,7 @@ def dig(obj: Any, *path: str) -> Any:
     return obj
 
 
-def items(value: Any) -> Sequence:
+def as_list(value: Any) -> Sequence:
     """A list-valued property as a sequence (absent or malformed counts as empty)."""
     if isinstance(value, Sequence) and not isinstance(value, str):
         return value
@@ -59,6 +59,6 @@ def pod_spec(resource_type: str, props: Mapping) -> Mapping | None:
 def containers(spec: Mapping) -> Iterator[Mapping]:
     """Every container of a pod spec, init containers included (they run the same image risks)."""
     for key in ("initContainers", "containers"):
-        for container in items(spec.get(key)):
+        for container in as_list(spec.get(key)):
             if isinstance(container, Mapping):
                 yield container

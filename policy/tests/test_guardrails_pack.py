@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
@@ -74,3 +75,13 @@ def test_image_digest_unknown_during_preview_only_warns(analyzer):
     found = analyze(analyzer, DEPLOYMENT, {"spec": {"template": {"spec": spec}}}, "prod")
     assert [(d.policyName, d.enforcementLevel) for d in found] == [("images-by-digest", analyzer_pb2.ADVISORY)]
     assert "during preview" in found[0].message
+
+
+def test_pack_manifest_runs_python_from_an_ignored_virtualenv():
+    manifest = yaml.safe_load((PACK_DIR / "PulumiPolicy.yaml").read_text())
+    assert manifest["runtime"]["name"] == "python"
+    venv = PACK_DIR / manifest["runtime"]["options"]["virtualenv"]
+    # The CLI builds that virtualenv from requirements.txt; it must never be committed.
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(venv / "bin" / "python")], cwd=PACK_DIR)
+    assert ignored.returncode == 0, f"{venv.relative_to(PACK_DIR.parent)} is not ignored by git"
+    assert "pulumi-policy==" in (PACK_DIR / "requirements.txt").read_text()
