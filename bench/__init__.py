@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of the services against Feast and MLflow serving (``make bench``)."""

@@ -1,0 +1,111 @@
+"""The bare reference: a raw ASGI callable doing the services' key lookup and ONNX call, nothing else.
+
+No framework, no auth, no validation, no metrics: it stands for the limit of a
+Python service on one core with the runtime's server stack (uvicorn + uvloop +
+httptools + orjson + onnxruntime). Routes:
+
+* ``POST /lookup`` ``{"data": {"customer_id": ...}}``: the demographics row;
+* ``POST /score`` ``{"features": {"customer_id": ...}}``: demographics and
+  behavior rows, age and tenure from the dates, one ONNX call;
+* ``GET /readyz``.
+
+Run with the project's venv: ``python bench/bare.py --data DIR --model FILE --port N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import orjson
+import uvicorn
+
+AS_OF = dt.date(2026, 6, 30)
+NUMERIC = ("age", "tenure_months", "orders_12m", "spend_12m", "avg_basket", "recency_days",
+           "distinct_categories", "return_rate")
+STRINGS = ("gender", "region", "campaign_status")
+_JSON = [(b"content-type", b"application/json")]
+
+
+def _columns(path: Path) -> dict[str, list]:
+    from apinode.bundle import EncodedColumn, read_bundle
+
+    columns = {}
+    for name, column in read_bundle(path).items():
+        values = column.decode() if isinstance(column, EncodedColumn) else column
+        columns[name] = values.tolist()
+    return columns
+
+
+class Bare:
+    """Everything loaded once; one dict probe and one session.run per request."""
+
+    def __init__(self, data: Path, model: Path) -> None:
+        from apinode.transforms import months_since
+
+        demographics = _columns(data / "demographics.npz")
+        behavior = _columns(data / "behavior.npz")
+        self.row_of = {key: row for row, key in enumerate(demographics["customer_id"])}
+        self.lookup_columns = [(name, values) for name, values in demographics.items() if name != "customer_id"]
+        months = months_since(demographics["birthdate"], AS_OF)
+        derived = {"age": (months // 12).tolist(), "tenure_months": months_since(demographics["signup_date"], AS_OF).tolist()}
+        self.numeric = [(name, derived.get(name) or behavior[name]) for name in NUMERIC]
+        self.strings = [(name, demographics[name]) for name in STRINGS]
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+    def lookup(self, body: bytes) -> dict:
+        row = self.row_of[orjson.loads(body)["data"]["customer_id"]]
+        return {"results": [{"data": {name: values[row] for name, values in self.lookup_columns}}]}
+
+    def score(self, body: bytes) -> dict:
+        row = self.row_of[orjson.loads(body)["features"]["customer_id"]]
+        feed = {name: np.array([[values[row]]], dtype=np.float32) for name, values in self.numeric}
+        feed.update({name: np.array([[values[row]]], dtype=object) for name, values in self.strings})
+        label, probabilities = self.session.run(None, feed)
+        return {"result": {"prediction": str(label[0]), "probas": {"0": float(probabilities[0, 0]),
+                                                                    "1": float(probabilities[0, 1])}}}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        path = scope["path"]
+        if path == "/lookup":
+            payload = orjson.dumps(self.lookup(body))
+        elif path == "/score":
+            payload = orjson.dumps(self.score(body))
+        else:
+            payload = b'{"ready":true}'
+        await send({"type": "http.response.start", "status": 200, "headers": _JSON})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--runtime-path", type=Path, help="folder holding the apinode package")
+    args = parser.parse_args()
+    if args.runtime_path:
+        sys.path.insert(0, str(args.runtime_path))
+    app = Bare(args.data, args.model)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning", lifespan="off",
+                proxy_headers=False, server_header=False, date_header=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Run the whole benchmark and write bench/results.md (``bench/run`` calls this in bench/.venv-peers).
+
+Servers run pinned to core 1, load (wrk or the chain client) and this harness
+on core 0; all traffic goes to 127.0.0.1. Every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import peers, profile, workloads as w
+from bench.load import LOAD_CORE, Target, run_wrk
+from bench.procs import Server, Servers
+
+CONCURRENCIES = (1, 8, 32)
+CUSTOMERS_1M = 1_000_000
+
+
+class Bench:
+    """One benchmark run: measures, keeps every figure in ``self.results``."""
+
+    def __init__(self, layout: w.Layout, seconds: float, concurrencies: tuple[int, ...], customers: int) -> None:
+        self.layout, self.seconds, self.concurrencies, self.customers = layout, seconds, concurrencies, customers
+        self.logs = layout.out / "logs"
+        self.results: dict = {"workloads": {}, "servers": {}, "profiles": {}, "notes": []}
+
+    def _record(self, workload: str, system: str, point: dict) -> None:
+        self.results["workloads"].setdefault(workload, {}).setdefault(system, []).append(point)
+        print(f"  {workload:7s} {system:13s} c={point['concurrency']:<3d} {point['rps']:>9.1f} req/s  "
+              f"p50 {point['p50_ms']:.3f} ms  p99 {point['p99_ms']:.3f} ms  errors {point['errors']}  "
+              f"{point['requests_per_cpu_s']:.0f} req/cpu-s", flush=True)
+
+    def _measure(self, run, servers: list[Server]) -> dict:
+        cpu_before = sum(server.cpu_seconds() for server in servers)
+        load_before = os.getloadavg()[0]
+        point = run()
+        cpu = sum(server.cpu_seconds() for server in servers) - cpu_before
+        point["server_cpu_s"] = round(cpu, 2)
+        point["requests_per_cpu_s"] = round(point["requests"] / cpu, 1) if cpu > 0 else 0.0
+        point["loadavg"] = round(load_before, 2)
+        return point
+
+    def sweep(self, workload: str, system: str, target: Target, servers: list[Server]) -> None:
+        """Warm up, then one bounded wrk run per concurrency."""
+        run_wrk(target, 8, 1, self.customers, self.layout.out)
+        for concurrency in self.concurrencies:
+            point = self._measure(lambda: run_wrk(target, concurrency, self.seconds, self.customers,
+                                                  self.layout.out).as_dict(), servers)
+            self._record(workload, system, point)
+
+    def sweep_chain(self, servers: list[Server]) -> None:
+        feast_url, mlflow_url = w.chain_urls()
+
+        def chain(concurrency: int, seconds: float) -> dict:
+            command = ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "bench.chain", "--feast", feast_url,
+                       "--mlflow", mlflow_url, "--concurrency", str(concurrency), "--seconds", str(seconds),
+                       "--customers", str(self.customers)]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True,
+                                  cwd=self.layout.root, env={**os.environ, "PYTHONPATH": self._pythonpath()})
+            line = [text for text in done.stdout.splitlines() if text.startswith("BENCH ")][-1]
+            return json.loads(line[len("BENCH "):])
+
+        chain(8, 1)
+        for concurrency in self.concurrencies:
+            self._record("score", "feast+mlflow", self._measure(lambda: chain(concurrency, self.seconds), servers))
+
+    def _pythonpath(self) -> str:
+        return f"{self.layout.root}:{self.layout.root / 'services' / 'apinode'}"
+
+    def _server_facts(self, server: Server, after: str) -> None:
+        facts = self.results["servers"].setdefault(server.spec.name, {})
+        facts.setdefault("ready_s", round(server.ready_seconds, 3))
+        facts[f"rss_mib_{after}"] = round(server.rss_mib(), 1)
+
+    def _profile(self, name: str, target: Target, server: Server) -> None:
+        raw = self.layout.out / f"profile-{name}.raw"
+        recorder = profile.start_recording(server.process.pid, self.seconds, raw)
+        if recorder is None:
+            self.results["notes"].append("py-spy not found: no profiles")
+            return
+        time.sleep(0.5)
+        result = run_wrk(target, 8, self.seconds, self.customers, self.layout.out)
+        recorder.wait(self.seconds + 30)
+        if raw.exists():
+            self.results["profiles"][name] = {"rps_while_profiled": result.rps, **profile.summarize(raw)}
+
+    def run(self, with_profiles: bool, with_1m: bool) -> dict:
+        layout = self.layout
+        data = layout.features_dir / "data"
+        print("peers: Feast repository and MLflow model (cached by data hash)", flush=True)
+        started = time.perf_counter()
+        feast_repo = peers.build_feast(data, layout.out / "peers" / "feast")
+        mlflow_model, gap = peers.build_mlflow(data, layout.onnx_model, layout.out / "peers" / "mlflow")
+        self.results["peer_model_max_abs_diff"] = gap
+        print(f"  ready in {time.perf_counter() - started:.1f}s; MLflow vs ONNX max |dp| = {gap:.2e}", flush=True)
+        ours_items, mlflow_rows = w.multi_rows(layout)
+
+        print("bare reference", flush=True)
+        with Servers([w.bare(layout)], self.logs) as (bare,):
+            self.sweep("lookup", "bare", w.lookup_bare(), [bare])
+            self.sweep("score", "bare", w.score_bare(), [bare])
+            self._server_facts(bare, "load")
+
+        print("ours: customer-features, then customer-scoring with remote enrichment", flush=True)
+        with Servers([w.features(layout)], self.logs) as (features,):
+            self._server_facts(features, "start")
+            self.sweep("lookup", "ours", w.lookup_ours(), [features])
+            self._server_facts(features, "load")
+            if with_profiles:
+                self._profile("lookup", w.lookup_ours(), features)
+            with Servers([w.scoring(layout, remote=True)], self.logs) as (remote,):
+                self.sweep("score", "ours-2hop", w.score_ours(), [features, remote])
+                self.results["servers"]["scoring-remote"] = {"ready_s": round(remote.ready_seconds, 3),
+                                                             "rss_mib_load": round(remote.rss_mib(), 1)}
+                if with_profiles:
+                    self._profile("score-2hop", w.score_ours(), remote)
+
+        print("ours: customer-scoring with bundled enrichment", flush=True)
+        with Servers([w.scoring(layout, remote=False)], self.logs) as (scoring,):
+            self._server_facts(scoring, "start")
+            self.sweep("score", "ours-bundled", w.score_ours(), [scoring])
+            self.sweep("multi", "ours", w.multi_ours(ours_items), [scoring])
+            self._server_facts(scoring, "load")
+            if with_profiles:
+                self._profile("score-bundled", w.score_ours(), scoring)
+
+        print("peers: feast serve, then feast + mlflow", flush=True)
+        with Servers([w.feast(layout, feast_repo)], self.logs) as (feast,):
+            self._server_facts(feast, "start")
+            self.sweep("lookup", "feast", w.lookup_feast(), [feast])
+            self._server_facts(feast, "load")
+            with Servers([w.mlflow(layout, mlflow_model)], self.logs) as (mlflow,):
+                self._server_facts(mlflow, "start")
+                self.sweep_chain([feast, mlflow])
+                self.sweep("multi", "mlflow", w.multi_mlflow(mlflow_rows), [mlflow])
+                self._server_facts(mlflow, "load")
+
+        if with_1m:
+            self.results["bundle_1m"] = self.bundle_1m()
+        self.results["size"] = self.sizes()
+        return self.results
+
+    def bundle_1m(self) -> dict:
+        """Ready time and resident memory of customer-features on a 1M-customer bundle vs the 100k one."""
+        service = self.layout.out / "1m" / "customer-features"
+        if not (service / "data" / "behavior.npz").exists():
+            print("1M bundle: generating with the flow (cached in bench/out)", flush=True)
+            subprocess.run([self.layout.project_python, "-m", "flow", "generate", "--customers", str(CUSTOMERS_1M),
+                            "--out", str(service / "data")], check=True, cwd=self.layout.root, timeout=600,
+                           env={**os.environ, "PYTHONPATH": self._pythonpath()}, stdout=subprocess.DEVNULL)
+        shutil.copyfile(self.layout.features_dir / "service.yaml", service / "service.yaml")
+        figures = {}
+        for label, folder in (("100k", self.layout.features_dir), ("1m", service)):
+            with Servers([w.features(self.layout, folder, name=f"features-{label}")], self.logs) as (server,):
+                figures[label] = {"ready_s": round(server.ready_seconds, 3), "rss_mib": round(server.rss_mib(), 1)}
+        figures["added_mib"] = round(figures["1m"]["rss_mib"] - figures["100k"]["rss_mib"], 1)
+        print(f"1M bundle: {figures}", flush=True)
+        return figures
+
+    def sizes(self) -> dict:
+        """Installed bytes of the runtime's requirements vs the peers' (their whole dependency closure)."""
+        size_script = str(self.layout.root / "bench" / "size.py")
+
+        def measure(python: str, *requirements: str) -> dict:
+            done = subprocess.run([python, size_script, *requirements], capture_output=True, text=True, check=True)
+            figures = json.loads(done.stdout)
+            return {"mib": round(figures["bytes"] / 2**20, 1), "largest": figures["distributions"][:6]}
+
+        return {"ours": measure(self.layout.project_python, str(self.layout.root / "services/apinode/requirements.txt")),
+                "peers": measure(sys.executable, "feast", "mlflow", "scikit-learn")}
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" [")[0]
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory, 1), "kernel": platform.release(),
+            "python": platform.python_version(), "wrk": wrk.strip()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each measured run (max 30)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
+    parser.add_argument("--no-1m", action="store_true", help="skip the 1M-customer bundle")
+    parser.add_argument("--out", type=Path, default=None, help="scratch folder (default bench/out)")
+    parser.add_argument("--results", type=Path, default=None, help="results file (default bench/results.md)")
+    args = parser.parse_args()
+    root = Path(__file__).resolve().parent.parent
+    out = (args.out or root / "bench" / "out").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.sched_setaffinity(0, {int(LOAD_CORE)})
+    layout = w.Layout(root, out)
+    bench = Bench(layout, min(args.seconds, 30.0), tuple(args.concurrency), customers=100_000)
+    started = time.perf_counter()
+    results = bench.run(with_profiles=not args.no_profile, with_1m=not args.no_1m)
+    results.update({"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    "seconds_per_point": bench.seconds, "wall_s": round(time.perf_counter() - started, 1)})
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    from bench import report
+
+    results_path = args.results or root / "bench" / "results.md"
+    report.write(results, results_path, results_path.with_name("latency-throughput.png"))
+    print(f"wrote {results_path} in {results['wall_s']:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Servers under test: started pinned to core 1, timed to ready, measured (RSS, CPU), stopped by PID."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+SERVER_CORE = "1"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSpec:
+    """How to start one server and how to tell it is ready."""
+
+    name: str
+    command: list[str]
+    ready_url: str  # GET, 200 when ready
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    cwd: Path | None = None
+    ready_timeout: float = 120.0
+
+
+class Server:
+    """A running server process tree; ``ready_seconds`` is from spawn to the first 200."""
+
+    def __init__(self, spec: ServerSpec, log_dir: Path) -> None:
+        self.spec = spec
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{spec.name}.log"
+        self._log = self.log_path.open("wb")
+        env = {**os.environ, **spec.env}
+        started = time.perf_counter()
+        self.process = subprocess.Popen(["taskset", "-c", SERVER_CORE, *spec.command], env=env, cwd=spec.cwd,
+                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.ready_seconds = self._wait_ready(started)
+
+    def _wait_ready(self, started: float) -> float:
+        deadline = started + self.spec.ready_timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.spec.ready_url, timeout=1) as answer:
+                    if answer.status == 200:
+                        return time.perf_counter() - started
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError(f"{self.spec.name} not ready after {self.spec.ready_timeout:.0f}s; see {self.log_path}")
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._tree()]
+
+    def rss_mib(self) -> float:
+        """Resident memory of the whole tree (a gunicorn master and its worker count together)."""
+        total = 0
+        for process in self._tree():
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total / 2**20
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the whole tree so far."""
+        total = 0.0
+        for process in self._tree():
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the process group we started, SIGKILL after ``grace`` seconds."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+class Servers:
+    """Context manager for a set of servers started in order and stopped in reverse."""
+
+    def __init__(self, specs: list[ServerSpec], log_dir: Path) -> None:
+        self.specs, self.log_dir = specs, log_dir
+        self.running: list[Server] = []
+
+    def __enter__(self) -> list[Server]:
+        try:
+            for spec in self.specs:
+                self.running.append(Server(spec, self.log_dir))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self.running
+
+    def __exit__(self, *exc) -> None:
+        for server in reversed(self.running):
+            server.stop()

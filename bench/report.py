@@ -1,0 +1,217 @@
+"""bench/results.md and the latency-vs-throughput plot, from the figures of one run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+# (workload, our system, peer, bare) compared in the tables.
+COMPARISONS = {
+    "lookup": ("ours", "feast", "bare"),
+    "score": ("ours-bundled", "feast+mlflow", "bare"),
+    "multi": ("ours", "mlflow", None),
+}
+TITLES = {
+    "lookup": "1. Lookup one customer's demographics by id",
+    "score": "2. Score a customer from its id only",
+    "multi": "3. predict-multi, 100 rows with all features",
+}
+PEER_NAMES = {"feast": "Feast serve (sqlite)", "feast+mlflow": "Feast → MLflow chain", "mlflow": "MLflow serve",
+              "bare": "bare reference", "ours": "ours", "ours-bundled": "ours, bundled enrichment",
+              "ours-2hop": "ours, via customer-features (2 hops)"}
+
+
+def _point(results: dict, workload: str, system: str, concurrency: int) -> dict | None:
+    for point in results["workloads"].get(workload, {}).get(system, []):
+        if point["concurrency"] == concurrency:
+            return point
+    return None
+
+
+def _ratio(numerator: dict | None, denominator: dict | None, key: str = "rps") -> float:
+    if not numerator or not denominator or not denominator[key]:
+        return math.nan
+    return numerator[key] / denominator[key]
+
+
+def _fmt_ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else (f"{value:.1f}×" if value >= 10 else f"{value:.2f}×")
+
+
+def goals(results: dict) -> list[tuple[str, str, bool | None]]:
+    """(goal, measured, holds) for each goal of the issue; None when not measured."""
+    p = lambda workload, system, c: _point(results, workload, system, c)  # noqa: E731
+    servers, rows = results.get("servers", {}), []
+
+    def ratio_goal(text: str, workload: str, ours: str, other: str, at_least: float) -> None:
+        value = _ratio(p(workload, ours, 8), p(workload, other, 8))
+        cpu = _ratio(p(workload, ours, 8), p(workload, other, 8), "requests_per_cpu_s")
+        rows.append((text, f"{_fmt_ratio(value)} (per CPU-second: {_fmt_ratio(cpu)})",
+                     None if math.isnan(value) else value >= at_least))
+
+    def latency_goal(text: str, workload: str, system: str, key: str, limit: float) -> None:
+        point = p(workload, system, 1)
+        rows.append((text, f"{point[key]:.3f} ms" if point else "n/a", None if not point else point[key] <= limit))
+
+    ratio_goal("lookup ≥ 10× Feast at c=8", "lookup", "ours", "feast", 10)
+    latency_goal("lookup p99 ≤ 1 ms at c=1", "lookup", "ours", "p99_ms", 1.0)
+    ratio_goal("lookup ≥ 50% of the bare reference at c=8", "lookup", "ours", "bare", 0.5)
+    ratio_goal("score (bundled) ≥ 40× the Feast→MLflow chain at c=8", "score", "ours-bundled", "feast+mlflow", 40)
+    latency_goal("score (bundled) p50 ≤ 0.5 ms at c=1", "score", "ours-bundled", "p50_ms", 0.5)
+    ratio_goal("score (bundled) ≥ 50% of the bare reference at c=8", "score", "ours-bundled", "bare", 0.5)
+    ratio_goal("score via customer-features (2 hops) ≥ 20× the chain at c=8", "score", "ours-2hop", "feast+mlflow", 20)
+    for name, label in (("features", "customer-features"), ("scoring", "customer-scoring")):
+        facts = servers.get(name, {})
+        rss = facts.get("rss_mib_load")
+        rows.append((f"{label} ≤ 150 MiB resident after load (100k bundle)", f"{rss} MiB" if rss else "n/a",
+                     None if rss is None else rss <= 150))
+        ready = facts.get("ready_s")
+        rows.append((f"{label} ready ≤ 2 s after start", f"{ready:.2f} s" if ready else "n/a",
+                     None if ready is None else ready <= 2))
+    size = results.get("size", {}).get("ours", {}).get("mib")
+    rows.append(("image's own layers ≤ 180 MiB (measured here: the runtime's installed packages, a proxy)",
+                 f"{size} MiB" if size else "n/a", None if size is None else size <= 180))
+    big = results.get("bundle_1m")
+    if big:
+        rows.append(("1M-row bundle loads in < 2 s (ready time, an upper bound)", f"{big['1m']['ready_s']:.2f} s",
+                     big["1m"]["ready_s"] < 2))
+        rows.append(("1M-row bundle adds < 200 MB (RSS vs the 100k bundle)",
+                     f"{big['added_mib']} MiB ({big['added_mib'] * 2**20 / 1e6:.0f} MB)",
+                     big["added_mib"] * 2**20 / 1e6 < 200))
+    return rows
+
+
+def _workload_table(results: dict, workload: str) -> list[str]:
+    ours_name, peer, bare = COMPARISONS[workload]
+    lines = ["| system | conc. | req/s | p50 ms | p90 ms | p99 ms | errors | req per server CPU-s | "
+             f"vs {PEER_NAMES[peer]} | vs bare |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for system, points in results["workloads"].get(workload, {}).items():
+        for point in points:
+            c = point["concurrency"]
+            versus_peer = _ratio(point, _point(results, workload, peer, c)) if system != peer else math.nan
+            versus_bare = _ratio(point, _point(results, workload, bare, c)) if bare and system != bare else math.nan
+            lines.append(f"| {PEER_NAMES.get(system, system)} | {c} | {point['rps']:,.0f} | {point['p50_ms']:.3f} | "
+                         f"{point['p90_ms']:.3f} | {point['p99_ms']:.3f} | {point['errors']} | "
+                         f"{point['requests_per_cpu_s']:,.0f} | {_fmt_ratio(versus_peer)} | {_fmt_ratio(versus_bare)} |")
+    return lines
+
+
+def _servers_table(results: dict) -> list[str]:
+    lines = ["| server | ready after start | RSS at start | RSS after load |", "|---|---:|---:|---:|"]
+    for name, facts in results.get("servers", {}).items():
+        start = facts.get("rss_mib_start")
+        lines.append(f"| {name} | {facts.get('ready_s', math.nan):.2f} s | "
+                     f"{f'{start} MiB' if start else '–'} | {facts.get('rss_mib_load', '–')} MiB |")
+    return lines
+
+
+def _profile_lines(results: dict) -> list[str]:
+    lines = []
+    for name, figures in results.get("profiles", {}).items():
+        lines += [f"**{name}** ({figures['samples']} samples at c=8, {figures['rps_while_profiled']:,.0f} req/s "
+                  "while profiled):", "", "| where the time is spent (self) | % | on the request path (inclusive) | % |",
+                  "|---|---:|---|---:|"]
+        own, inclusive = figures["self"], figures["inclusive"]
+        for index in range(max(len(own), len(inclusive))):
+            left = own[index] if index < len(own) else ("", "")
+            right = inclusive[index] if index < len(inclusive) else ("", "")
+            lines.append(f"| `{left[0]}` | {left[1]} | `{right[0]}` | {right[1]} |")
+        lines.append("")
+    return lines
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = [name for name in TITLES if name in results["workloads"]]
+    figure, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.8), squeeze=False)
+    for axis, workload in zip(axes[0], workloads):
+        for system, points in results["workloads"][workload].items():
+            xs = [point["rps"] for point in points]
+            line, = axis.plot(xs, [point["p50_ms"] for point in points], marker="o", label=f"{PEER_NAMES.get(system, system)} p50")
+            axis.plot(xs, [point["p99_ms"] for point in points], marker="x", linestyle="--", color=line.get_color(),
+                      label=f"{PEER_NAMES.get(system, system)} p99")
+            for point in points:
+                axis.annotate(f"c{point['concurrency']}", (point["rps"], point["p50_ms"]), fontsize=7,
+                              textcoords="offset points", xytext=(3, 3))
+        axis.set(xscale="log", yscale="log", xlabel="throughput (req/s)", ylabel="latency (ms)",
+                 title=TITLES[workload].split(". ", 1)[1])
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"Latency against throughput, server on one core ({results.get('date', '')})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(results: dict, path: Path, png: Path) -> None:
+    plot(results, png)
+    machine = results.get("machine", {})
+    verdict = {True: "holds", False: "**missed**", None: "not measured"}
+    lines = [
+        "# Benchmark: our services vs Feast and MLflow serving",
+        "",
+        "Regenerated by `make bench` (`bench/run`); every figure below comes from the same run on the same machine.",
+        "",
+        f"- date: {results.get('date')}; wall time of the run: {results.get('wall_s')} s; "
+        f"{results.get('seconds_per_point')} s per measured point after a 1 s warm-up",
+        f"- machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB, "
+        f"Linux {machine.get('kernel')}, Python {machine.get('python')}, {machine.get('wrk')}",
+        "- servers pinned to core 1 (`taskset -c 1`; for two-server setups both share it), load generator and harness "
+        "on core 0; all traffic to 127.0.0.1. wrk with one thread for HTTP workloads (random customer ids out of "
+        "100k); the Feast→MLflow chain is driven by a small asyncio client (`bench/chain.py`) that calls Feast, "
+        "turns birthdate/signup_date into age/tenure, then calls MLflow.",
+        "- *req per server CPU-s* = requests served / CPU seconds used by the server processes during the run: "
+        "it does not move when other jobs share the machine, unlike req/s (see the load average per point in "
+        "`bench/out/results.json`).",
+        f"- peer model: the flow's own sklearn pipeline fitted on the same rows and split; largest gap to the ONNX "
+        f"model's probability over 2,000 customers: {results.get('peer_model_max_abs_diff', math.nan):.1e}",
+        "",
+        "## Goals",
+        "",
+        "| goal | measured | verdict |",
+        "|---|---|---|",
+        *[f"| {goal} | {measured} | {verdict[holds]} |" for goal, measured, holds in goals(results)],
+        "",
+        f"![latency against throughput]({png.name})",
+        "",
+    ]
+    for workload, title in TITLES.items():
+        if workload in results["workloads"]:
+            lines += [f"## {title}", "", *_workload_table(results, workload), ""]
+    lines += ["## Start-up and memory", "", *_servers_table(results), ""]
+    if results.get("bundle_1m"):
+        big = results["bundle_1m"]
+        lines += ["## 1M-customer bundle (customer-features)", "",
+                  "| bundle | ready after start | RSS when ready |", "|---|---:|---:|",
+                  f"| 100k | {big['100k']['ready_s']:.2f} s | {big['100k']['rss_mib']} MiB |",
+                  f"| 1M | {big['1m']['ready_s']:.2f} s | {big['1m']['rss_mib']} MiB |", "",
+                  f"The 1M bundle adds {big['added_mib']} MiB.", ""]
+    size = results.get("size", {})
+    if size:
+        lines += ["## Installed size", "",
+                  "The whole dependency closure of each side, as installed (site-packages bytes).", "",
+                  "| side | MiB | largest |", "|---|---:|---|"]
+        for side, label in (("ours", "runtime (services/apinode/requirements.txt)"), ("peers", "feast + mlflow + scikit-learn")):
+            largest = ", ".join(f"{name} {size_bytes / 2**20:.0f}" for name, size_bytes in size[side]["largest"])
+            lines.append(f"| {label} | {size[side]['mib']} | {largest} |")
+        lines.append("")
+    if results.get("ablation"):
+        lines += ["## Server stack choices: what each bought (bare reference, score by id, c=8)", "",
+                  "| variant | req/s | req per CPU-s | vs chosen stack (per CPU-s) |", "|---|---:|---:|---:|"]
+        base = results["ablation"][0]
+        for variant in results["ablation"]:
+            lines.append(f"| {variant['variant']} | {variant['rps']:,.0f} | {variant['requests_per_cpu_s']:,.0f} | "
+                         f"{_fmt_ratio(_ratio(variant, base, 'requests_per_cpu_s'))} |")
+        lines.append("")
+    if results.get("profiles"):
+        lines += ["## Profiles of the runtime under load (py-spy)", "", *_profile_lines(results)]
+    if results.get("notes"):
+        lines += ["## Notes", "", *[f"- {note}" for note in results["notes"]], ""]
+    optimizations = path.with_name("optimizations.md")
+    if optimizations.exists():
+        lines += [optimizations.read_text().rstrip(), ""]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,153 @@
+"""What each system is asked to do: servers to start and the request each workload sends."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.load import Target
+from bench.peers import MODEL_FEATURES, model_frame, read_table
+from bench.procs import ServerSpec
+
+API_KEY = "bench-key"
+AUTH = (("Authorization", f"Bearer {API_KEY}"),)
+PORTS = {"features": 18181, "scoring": 18180, "bare": 18190, "feast": 18166, "mlflow": 18155}
+DEMOGRAPHICS = ("birthdate", "gender", "region", "campaign_status", "signup_date", "channel",
+                "household_size", "income_band")
+INTEGER_FEATURES = ("age", "tenure_months", "orders_12m", "recency_days", "distinct_categories")
+MULTI_ROWS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where things are on this checkout."""
+
+    root: Path
+    out: Path
+
+    @property
+    def project_python(self) -> str:
+        return str(self.root / ".venv" / "bin" / "python")
+
+    @property
+    def peers_bin(self) -> Path:
+        return Path(sys.executable).parent
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "services" / "customer-features"
+
+    @property
+    def scoring_dir(self) -> Path:
+        return self.root / "services" / "customer-scoring"
+
+    @property
+    def onnx_model(self) -> Path:
+        return self.scoring_dir / "model" / "high-spender.onnx"
+
+
+def _url(name: str, path: str) -> str:
+    return f"http://127.0.0.1:{PORTS[name]}{path}"
+
+
+def ours(layout: Layout, name: str, service_dir: Path, extra_env: dict[str, str] | None = None) -> ServerSpec:
+    """One of our services on the runtime, as `python -m apinode serve` runs it."""
+    env = {"PYTHONPATH": str(layout.root / "services" / "apinode"), "APINODE_API_KEYS": API_KEY,
+           "APINODE_LOG_LEVEL": "warning", **(extra_env or {})}
+    return ServerSpec(name, [layout.project_python, "-m", "apinode", "serve", str(service_dir),
+                             "--host", "127.0.0.1", "--port", str(PORTS[name])], _url(name, "/readyz"), env)
+
+
+def features(layout: Layout, service_dir: Path | None = None, name: str = "features") -> ServerSpec:
+    return ours(layout, name, service_dir or layout.features_dir)
+
+
+def scoring(layout: Layout, remote: bool) -> ServerSpec:
+    env = {"APINODE_ENRICHMENT": "remote", "APINODE_FEATURES_URL": _url("features", ""),
+           "APINODE_FEATURES_API_KEY": API_KEY} if remote else {"APINODE_ENRICHMENT": "bundled"}
+    return ours(layout, "scoring", layout.scoring_dir, env)
+
+
+def bare(layout: Layout) -> ServerSpec:
+    command = [layout.project_python, str(layout.root / "bench" / "bare.py"), "--data",
+               str(layout.scoring_dir / "data"), "--model", str(layout.onnx_model), "--port", str(PORTS["bare"]),
+               "--runtime-path", str(layout.root / "services" / "apinode")]
+    return ServerSpec("bare", command, _url("bare", "/readyz"))
+
+
+def feast(layout: Layout, repo: Path) -> ServerSpec:
+    # Worker recycling off and a long registry TTL: the peer at its best, not at its defaults.
+    command = [str(layout.peers_bin / "feast"), "serve", "-h", "127.0.0.1", "-p", str(PORTS["feast"]),
+               "--no-access-log", "--workers", "1", "--max-requests", "0", "--registry_ttl_sec", "3600"]
+    return ServerSpec("feast", command, _url("feast", "/health"), {"FEAST_USAGE": "False"}, cwd=repo)
+
+
+def mlflow(layout: Layout, model: Path) -> ServerSpec:
+    command = [str(layout.peers_bin / "mlflow"), "models", "serve", "-m", str(model), "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(PORTS["mlflow"]), "--workers", "1"]
+    env = {"PATH": f"{layout.peers_bin}:/usr/bin:/bin", "MLFLOW_TRACKING_URI": str(layout.out / "mlruns")}
+    return ServerSpec("mlflow", command, _url("mlflow", "/ping"), env)
+
+
+def lookup_ours() -> Target:
+    return Target(_url("features", "/public/api/v1/customer-features/demographics/lookup"),
+                  '{"data":{"customer_id":"{id}"}}', AUTH)
+
+
+def lookup_bare() -> Target:
+    return Target(_url("bare", "/lookup"), '{"data":{"customer_id":"{id}"}}')
+
+
+def lookup_feast() -> Target:
+    body = json.dumps({"features": [f"demographics:{name}" for name in DEMOGRAPHICS],
+                       "entities": {"customer_id": ["{id}"]}})
+    return Target(_url("feast", "/get-online-features"), body)
+
+
+def score_ours() -> Target:
+    return Target(_url("scoring", "/public/api/v1/customer-scoring/high-spender/predict"),
+                  '{"features":{"customer_id":"{id}"}}', AUTH)
+
+
+def score_bare() -> Target:
+    return Target(_url("bare", "/score"), '{"features":{"customer_id":"{id}"}}')
+
+
+def chain_urls() -> tuple[str, str]:
+    return _url("feast", "/get-online-features"), _url("mlflow", "/invocations")
+
+
+def multi_rows(layout: Layout, seed: int = 7) -> tuple[list[dict], list[dict]]:
+    """The same 100 customers as our items and as MLflow's rows (the 11 model inputs each).
+
+    Our items also carry birthdate and signup_date: the runtime looks a row up when an input of a
+    derived feature is absent even if the derived feature was sent (reported to the runtime).
+    """
+    data = layout.scoring_dir / "data"
+    demographics, behavior = read_table(data / "demographics.npz"), read_table(data / "behavior.npz")
+    rows = np.random.default_rng(seed).choice(len(demographics["customer_id"]), MULTI_ROWS, replace=False)
+    frame = model_frame(demographics, behavior).iloc[rows]
+    records = []
+    for record in frame.to_dict(orient="records"):
+        records.append({name: (int(value) if name in INTEGER_FEATURES else
+                               float(value) if isinstance(value, float) else value)
+                        for name, value in record.items()})
+    ours_items = [{**record, "birthdate": str(demographics["birthdate"][row]),
+                   "signup_date": str(demographics["signup_date"][row])} for record, row in zip(records, rows)]
+    return ours_items, records
+
+
+def multi_ours(items: list[dict]) -> Target:
+    body = json.dumps({"items": [{"features": item} for item in items]}, separators=(",", ":"))
+    return Target(_url("scoring", "/public/api/v1/customer-scoring/high-spender/predict-multi"), body, AUTH)
+
+
+def multi_mlflow(records: list[dict]) -> Target:
+    body = json.dumps({"dataframe_split": {"columns": list(MODEL_FEATURES),
+                                           "data": [[record[name] for name in MODEL_FEATURES] for record in records]}},
+                      separators=(",", ":"))
+    return Target(_url("mlflow", "/invocations"), body)
