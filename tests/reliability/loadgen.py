@@ -46,6 +46,7 @@ class Outcome:
     transport: str | None = None
     error_type: str | None = None
     message: str | None = None
+    stale: str | None = None  # the X-Apinode-Stale-Data header: tables answered from stale data
 
     @property
     def ok(self) -> bool:
@@ -80,7 +81,8 @@ async def send(client: httpx.AsyncClient, call: Call, origin: float) -> Outcome:
     except ValueError as error:
         return Outcome(call.name, started - origin, time.monotonic() - started, response.status_code,
                        problem=f"answer is not JSON: {error}: {response.text[:200]!r}")
-    outcome = Outcome(call.name, started - origin, time.monotonic() - started, response.status_code)
+    outcome = Outcome(call.name, started - origin, time.monotonic() - started, response.status_code,
+                      stale=response.headers.get("x-apinode-stale-data"))
     if response.status_code == 200:
         outcome.problem = call.check(payload) if call.check else None
     else:
@@ -179,6 +181,26 @@ def describe(outcomes: Sequence[Outcome], limit: int = 8) -> str:
     lines += [f"  t={o.started:.2f}s {o.name} status={o.status} {o.problem} {o.message or ''}"
               for o in failed[:limit]]
     return "\n".join(lines)
+
+
+def outage_problems(outcomes, start: float, end: float, bound: float) -> list[str]:
+    """Outcomes started in [start, end) that break the outage contract: a correct 200 or a clear 503,
+    always within ``bound`` seconds."""
+    problems = []
+    for o in outcomes:
+        if not start <= o.started < end:
+            continue
+        if o.latency > bound:
+            problems.append(f"answered after {o.latency:.1f}s (> {bound:.1f}s): {o.name} {o.status}")
+        if o.status == 200 and o.problem:
+            problems.append(f"wrong answer during the outage: {o.problem}")
+        elif o.status is None:
+            problems.append(f"no answer during the outage: {o.transport} {o.problem}")
+        elif o.status not in (200, 503):
+            problems.append(f"HTTP {o.status} {o.error_type} during the outage (expected 503): {o.message}")
+        elif o.status == 503 and not (o.error_type and o.message):
+            problems.append(f"503 without errorType/message: {o}")
+    return problems
 
 
 def rss_kib(pid: int) -> int:

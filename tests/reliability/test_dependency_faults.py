@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.reliability.conftest import remote_env
-from tests.reliability.loadgen import Load, describe
+from tests.reliability.loadgen import Load, describe, outage_problems
 from tests.reliability.servers import API_KEY, SCORING_DIR, Service, clean_env
 
 REQUEST_TIMEOUT = 3.0  # APINODE_REQUEST_TIMEOUT_SECONDS given to scoring in these tests
@@ -26,25 +26,6 @@ RECOVERY_BOUND = 30.0
 def remote_timeout() -> float:
     raw = yaml.safe_load((SCORING_DIR / "service.yaml").read_text())
     return max(float(r.get("timeout_seconds", 1.0)) for r in raw["remotes"].values())
-
-
-def outage_problems(outcomes, start: float, end: float, bound: float) -> list[str]:
-    """During the outage: a correct 200 or a clear 503, always within ``bound`` seconds."""
-    problems = []
-    for o in outcomes:
-        if not start <= o.started < end:
-            continue
-        if o.latency > bound:
-            problems.append(f"answered after {o.latency:.1f}s (> {bound:.1f}s): {o.name} {o.status}")
-        if o.status == 200 and o.problem:
-            problems.append(f"wrong prediction during the outage: {o.problem}")
-        elif o.status is None:
-            problems.append(f"no answer from scoring during the outage: {o.transport} {o.problem}")
-        elif o.status not in (200, 503):
-            problems.append(f"HTTP {o.status} {o.error_type} during the outage (expected 503): {o.message}")
-        elif o.status == 503 and not (o.error_type and o.message):
-            problems.append(f"503 without errorType/message: {o}")
-    return problems
 
 
 async def outage_under_load(features: Service, scoring: Service, calls, break_features, heal_features) -> None:

@@ -1,0 +1,128 @@
+"""customer-features on PostgreSQL, under load, while the database is stopped and started.
+
+Cached: every answer stays right (stale data), the staleness is reported (header and metric),
+and it clears by itself. Live: a clear 503 within the timeout during the outage, then recovery
+without restarting the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.pgcluster import PgCluster, available
+from tests.reliability.loadgen import Load, describe, outage_problems
+from tests.reliability.pgdata import load_feature_tables
+from tests.reliability.servers import API_KEY, FEATURES_DIR, Service, clean_env
+
+pytestmark = pytest.mark.postgres
+SQL_TIMEOUT = 1.0
+REQUEST_TIMEOUT = 3.0
+MARGIN = 4.0  # a loaded 2-core box; not a performance bound
+BOUND = 30.0  # for background effects: a refresh noticing the outage, a reconnection
+
+
+@pytest.fixture(scope="module")
+def database():
+    reason = available()
+    if reason:
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+    with PgCluster() as db:
+        load_feature_tables(db)
+        yield db
+
+
+def sql_features(db: PgCluster, mode: str, log_dir) -> Service:
+    env = clean_env(APINODE_SOURCE="sql", APINODE_SQL_URL=db.url, APINODE_SQL_PASSWORD=db.password,
+                    APINODE_SQL_MODE=mode, APINODE_SQL_REFRESH_SECONDS="1", APINODE_SQL_POOL_SIZE="4",
+                    APINODE_SQL_TIMEOUT_SECONDS=str(SQL_TIMEOUT), APINODE_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT))
+    return Service(FEATURES_DIR, env, log_dir=log_dir, name=f"sql-{mode}-features")
+
+
+def stale_tables(service: Service) -> set[str]:
+    text = httpx.get(service.url + "/metrics", timeout=5).text
+    return {line.split('source="')[1].split('"')[0] for line in text.splitlines()
+            if line.startswith("apinode_source_stale{") and line.rstrip().endswith(" 1.0")}
+
+
+async def wait_for(condition, what: str) -> float:
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(condition):
+            return time.monotonic()
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"never happened within {BOUND:g}s: {what}")
+
+
+@pytest.mark.timeout(240)
+def test_cached_source_serves_stale_data_through_a_database_outage(database, golden, log_dir):
+    async def scenario(service: Service):
+        load = Load(service.url, golden.features_calls(), workers=6, api_key=API_KEY, timeout=30)
+        running = asyncio.create_task(load.run(150))
+        clock = lambda: time.monotonic() - load.origin  # noqa: E731
+        try:
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(database.stop)
+            await wait_for(lambda: stale_tables(service) == {"demographics", "behavior"},
+                           "/metrics reports both tables stale while the database is down")
+            stale_since = clock()
+            await asyncio.sleep(2.0)
+        finally:
+            restart_at = clock()
+            await asyncio.to_thread(database.start)
+        await wait_for(lambda: not stale_tables(service), "the staleness clears once the database is back")
+        fresh_since = clock()
+        await asyncio.sleep(2.0)
+        load.stop()
+        return await running, (stale_since, restart_at, fresh_since)
+
+    with sql_features(database, "cached", log_dir).start() as service:
+        outcomes, (stale_since, restart_at, fresh_since) = asyncio.run(scenario(service))
+    assert all(o.ok for o in outcomes), "a cached source must keep answering right:\n" + describe(outcomes)
+    during = [o for o in outcomes if o.started > stale_since + 0.5 and o.started + o.latency < restart_at]
+    assert during and all(o.stale for o in during), (
+        f"{sum(not o.stale for o in during)} of {len(during)} answers served from stale data "
+        "lack the X-Apinode-Stale-Data header")
+    after = [o for o in outcomes if o.started > fresh_since + 0.5]
+    assert after and not any(o.stale for o in after), "answers still flagged stale after recovery"
+
+
+@pytest.mark.timeout(240)
+def test_live_source_answers_503_during_a_database_outage_then_recovers(database, golden, log_dir):
+    async def scenario(service: Service):
+        load = Load(service.url, golden.features_calls(), workers=6, api_key=API_KEY, timeout=30)
+        running = asyncio.create_task(load.run(150))
+        clock = lambda: time.monotonic() - load.origin  # noqa: E731
+        try:
+            await asyncio.sleep(2.0)
+            down_at = clock()
+            await asyncio.to_thread(database.stop)
+            await asyncio.sleep(4.0)
+        finally:
+            await asyncio.to_thread(database.start)
+        up_at = clock()
+
+        def recovered() -> bool:
+            recent = [o for o in load.outcomes if o.started > up_at]
+            return len(recent) >= 20 and all(o.ok for o in recent[-20:])
+        recovered_at = await wait_for(recovered, "live lookups answer right again after the database is back")
+        await asyncio.sleep(2.0)
+        load.stop()
+        return await running, down_at, up_at, recovered_at - load.origin
+
+    with sql_features(database, "live", log_dir).start() as service:
+        outcomes, down_at, up_at, recovered_at = asyncio.run(scenario(service))
+        log = service.log_tail(10)
+    healthy = [o for o in outcomes if o.started + o.latency < down_at]
+    assert healthy and all(o.ok for o in healthy), "before the outage:\n" + describe(healthy)
+    bound = min(REQUEST_TIMEOUT, 2 * SQL_TIMEOUT) + MARGIN
+    problems = outage_problems(outcomes, down_at, recovered_at, bound)
+    assert not problems, "\n".join(problems[:10]) + "\n" + describe(outcomes) + "\n" + log
+    unavailable = [o for o in outcomes if down_at <= o.started < up_at and o.status == 503]
+    assert unavailable, "no 503 while the database was down"
+    assert all(o.error_type == "SourceUnavailable" for o in unavailable), {o.error_type for o in unavailable}
+    assert all(o.ok for o in outcomes if o.started > recovered_at), "after recovery:\n" + describe(outcomes)
