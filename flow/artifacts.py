@@ -46,7 +46,7 @@ def model_card_text(card: dict) -> str:
     return json.dumps(card, sort_keys=True, indent=2) + "\n"
 
 
-def write_all(population: Population, model: "TrainedModel", root: Path) -> list[Path]:
+def write_all(population: Population, model: TrainedModel, root: Path) -> list[Path]:
     """Both services' bundles (identical copies) and the scoring model with its card, under ``root``."""
     written = write_bundles(population, root / FEATURES_DATA)
     (root / SCORING_DATA).mkdir(parents=True, exist_ok=True)

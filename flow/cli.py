@@ -1,4 +1,4 @@
-"""Command line: ``python -m flow all`` rebuilds the committed artifacts; ``generate`` writes bigger bundles."""
+"""Command line: ``python -m flow all`` rebuilds the committed artifacts, ``generate`` bigger bundles."""
 
 from __future__ import annotations
 

@@ -76,7 +76,8 @@ def generate_demographics(rng: np.random.Generator, count: int) -> tuple[dict[st
 
     # Signups grow over the years (more recent ones likelier), never before an 18th birthday.
     tenure_days = np.floor(_SIGNUP_HISTORY_DAYS * rng.random(count) ** 1.6).astype(np.int64)
-    tenure_days = np.minimum(tenure_days, _days_since_eighteenth(as_of - age_days.astype("timedelta64[D]"), as_of))
+    birthdates = as_of - age_days.astype("timedelta64[D]")
+    tenure_days = np.minimum(tenure_days, _days_since_eighteenth(birthdates, as_of))
 
     engagement = 0.35 * (income_level - 1.2) + 0.25 * np.log1p(tenure_days / 365) + rng.normal(0, 0.9, count)
 

@@ -17,7 +17,9 @@ STRING_FEATURES = ("gender", "region", "campaign_status")
 FEATURES = NUMERIC_FEATURES + STRING_FEATURES
 
 
-def model_inputs(demographics: Mapping[str, np.ndarray], behavior: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def model_inputs(
+    demographics: Mapping[str, np.ndarray], behavior: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Feature name to a (rows, 1) column: float32 for numbers, str for categories."""
     if not np.array_equal(demographics["customer_id"], behavior["customer_id"]):
         raise ValueError("demographics and behavior must list the same customers in the same order")

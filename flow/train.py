@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import onnx
 import onnxruntime
-import sklearn
 import skl2onnx
+import sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -58,13 +58,10 @@ def build_pipeline(seed: int) -> Pipeline:
     numeric = list(range(len(NUMERIC_FEATURES)))
     strings = list(range(len(NUMERIC_FEATURES), len(FEATURES)))
     vocabularies = [list(c.GENDERS), list(c.REGIONS), list(c.CAMPAIGN_STATUSES)]
-    encode = ColumnTransformer(
-        [
-            ("numeric", "passthrough", numeric),
-            ("categories", OneHotEncoder(categories=vocabularies, handle_unknown="ignore", sparse_output=False), strings),
-        ]
-    )
-    return Pipeline([("encode", encode), ("boost", HistGradientBoostingClassifier(random_state=seed, **BOOSTING_PARAMS))])
+    one_hot = OneHotEncoder(categories=vocabularies, handle_unknown="ignore", sparse_output=False)
+    encode = ColumnTransformer([("numeric", "passthrough", numeric), ("categories", one_hot, strings)])
+    boost = HistGradientBoostingClassifier(random_state=seed, **BOOSTING_PARAMS)
+    return Pipeline([("encode", encode), ("boost", boost)])
 
 
 def to_onnx(pipeline: Pipeline) -> onnx.ModelProto:
@@ -110,7 +107,9 @@ def train(population: Population, seed: int = c.SEED) -> TrainedModel:
         "name": MODEL_NAME,
         "version": MODEL_VERSION,
         "as_of": c.AS_OF.isoformat(),
-        "inputs": [{"name": name, "type": "number" if name in NUMERIC_FEATURES else "string"} for name in FEATURES],
+        "inputs": [
+            {"name": name, "type": "number" if name in NUMERIC_FEATURES else "string"} for name in FEATURES
+        ],
         "classes": ["0", "1"],
         "target": TARGET,
         "metrics": {

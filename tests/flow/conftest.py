@@ -1,4 +1,7 @@
-"""Shared fixtures (test modules are named test_flow_* so they never clash with other areas): a small seeded population and its bundles, read back like the runtime reads them."""
+"""Shared fixtures: a small seeded population and its bundles, read back like the runtime reads them.
+
+Test modules are named test_flow_* so they never clash with other areas' modules.
+"""
 
 from __future__ import annotations
 

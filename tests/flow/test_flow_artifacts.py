@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from flow.artifacts import REPO_ROOT, artifact_paths
+from flow.artifacts import FEATURES_DATA, REPO_ROOT, SCORING_DATA, artifact_paths
 
 
 def _sha256(path) -> str:
@@ -28,5 +28,6 @@ def test_flow_all_rebuilds_the_committed_artifacts_byte_for_byte(tmp_path):
 
 def test_both_services_ship_the_same_bundles():
     for name in ("demographics.npz", "behavior.npz"):
-        features, scoring = (REPO_ROOT / "services" / s / "data" / name for s in ("customer-features", "customer-scoring"))
+        features = REPO_ROOT / FEATURES_DATA / name
+        scoring = REPO_ROOT / SCORING_DATA / name
         assert features.read_bytes() == scoring.read_bytes()

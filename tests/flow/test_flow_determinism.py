@@ -14,8 +14,12 @@ from flow.artifacts import REPO_ROOT, SCORING_MODEL, artifact_paths
 from flow.cli import main
 
 
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _digests(folder) -> dict[str, str]:
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+    return {path.name: _sha256(path) for path in sorted(folder.iterdir())}
 
 
 def test_two_runs_write_identical_bundles(tmp_path):
@@ -56,7 +60,7 @@ def test_model_bytes_do_not_depend_on_the_process(tmp_path):
             cwd=REPO_ROOT, env={k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"},
             check=True, capture_output=True, timeout=300,
         )
-        digests.append({str(p): hashlib.sha256((root / p).read_bytes()).hexdigest() for p in artifact_paths()})
+        digests.append({str(path): _sha256(root / path) for path in artifact_paths()})
     assert digests[0] == digests[1] == digests[2]
 
 

@@ -75,14 +75,15 @@ def test_batch_outputs_are_consistent(session, small_bundles):
 
 def test_unknown_categories_still_score(session, small_bundles):
     row = {name: col[:1].copy() for name, col in model_inputs(*small_bundles).items()}
-    row.update(gender=np.array([["unknown"]]), region=np.array([["atlantis"]]), campaign_status=np.array([[""]]))
+    row.update(gender=np.array([["?"]]), region=np.array([["atlantis"]]), campaign_status=np.array([[""]]))
     _, probabilities = session.run(None, row)
     assert np.all(np.isfinite(probabilities)) and abs(float(probabilities.sum()) - 1) < 1e-5
 
 
 def test_categories_are_encoded_inside_the_graph(session, small_bundles):
     """Changing only a string input changes the score: the encoding is in the model, not the server."""
-    base = {name: np.repeat(col[:1], len(c.CAMPAIGN_STATUSES), axis=0) for name, col in model_inputs(*small_bundles).items()}
+    statuses = len(c.CAMPAIGN_STATUSES)
+    base = {name: np.repeat(col[:1], statuses, axis=0) for name, col in model_inputs(*small_bundles).items()}
     base["campaign_status"] = np.array(c.CAMPAIGN_STATUSES).reshape(-1, 1)
     _, probabilities = session.run(None, base)
     assert len(set(np.round(probabilities[:, 1], 6))) > 1

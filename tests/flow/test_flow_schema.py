@@ -9,7 +9,7 @@ import pytest
 from apinode.transforms import months_since, years_since
 
 from flow import constants as c
-from flow.artifacts import FEATURES_DATA, REPO_ROOT
+from flow.artifacts import FEATURES_DATA, REPO_ROOT, SCORING_DATA
 
 DEMOGRAPHICS_KINDS = {
     "customer_id": "U", "birthdate": "U", "gender": "U", "region": "U", "campaign_status": "U",
@@ -84,9 +84,9 @@ def test_small_bundles_follow_the_contract(small_bundles):
     check_behavior(behavior, demographics["customer_id"])
 
 
-@pytest.mark.parametrize("service", ["customer-features", "customer-scoring"])
-def test_committed_bundles_follow_the_contract(service, read_decoded):
-    folder = REPO_ROOT / FEATURES_DATA.parent.parent / service / "data"
+@pytest.mark.parametrize("data", [FEATURES_DATA, SCORING_DATA], ids=["customer-features", "customer-scoring"])
+def test_committed_bundles_follow_the_contract(data, read_decoded):
+    folder = REPO_ROOT / data
     demographics = read_decoded(folder / "demographics.npz")
     behavior = read_decoded(folder / "behavior.npz")
     assert len(demographics["customer_id"]) == c.DEFAULT_CUSTOMERS
