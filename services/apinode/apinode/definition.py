@@ -28,6 +28,7 @@ class ColumnSpec:
     type: str
     pattern: str | None = None
     enum: tuple[str, ...] | None = None
+    example: object = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ def _columns(reader: _Reader) -> tuple[ColumnSpec, ...]:
             type=column.get("type", str, choices=COLUMN_TYPES),
             pattern=pattern,
             enum=tuple(str(v) for v in enum) if enum is not None else None,
+            example=spec.get("example"),
         ))
     if not columns:
         reader.fail(reader.path, "at least one column is required")

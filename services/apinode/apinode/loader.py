@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +154,10 @@ def _request_features(reader: _Reader, tables: dict, lookups: tuple[EnrichmentLo
     for lookup in lookups:
         by_column = {c.name: c for c in tables[lookup.table].columns}
         for feature, column in lookup.key:
-            features.setdefault(feature, ColumnSpec(feature, by_column[column].type, by_column[column].pattern))
+            features.setdefault(feature, replace(by_column[column], name=feature))
         for column, feature in lookup.columns:
             spec = by_column[column]
-            features.setdefault(feature, ColumnSpec(feature, spec.type, spec.pattern, spec.enum))
+            features.setdefault(feature, replace(spec, name=feature))
     if reader.raw.get("features"):
         for spec in _columns(reader.child("features")):
             features[spec.name] = spec

@@ -27,6 +27,8 @@ def column_schema(spec: ColumnSpec, nullable: bool = True) -> dict:
         schema["pattern"] = spec.pattern
     if spec.enum is not None:
         schema["enum"] = list(spec.enum)
+    if spec.example is not None:
+        schema["example"] = spec.example
     if nullable:
         schema["nullable"] = True
     return schema
@@ -54,8 +56,10 @@ def _operation(summary: str, request: dict, answer: dict, tag: str) -> dict:
 
 
 def _batch(item: dict, field: str, limit: int) -> dict:
-    return _object({"items": {"type": "array", "maxItems": limit,
-                              "items": _object({field: item}, [field], closed=False)}}, ["items"], closed=False)
+    # The item limit is stated, not encoded as maxItems: over it the answer is 413, not a 400.
+    items = {"type": "array", "description": f"at most {limit} items (413 PayloadTooLarge beyond)",
+             "items": _object({field: item}, [field], closed=False)}
+    return _object({"items": items}, ["items"], closed=False)
 
 
 def openapi_document(definition: ServiceDefinition) -> dict:
