@@ -28,7 +28,8 @@ DATABASE_PASSWORD = "database-password"
 # Fixed node ports mirror the local ports (scoring 8080, features 8081) so clients can rely on them.
 NODE_PORTS = {"customer-scoring": 30080, "customer-features": 30081}
 PRE_STOP_SECONDS = 5  # long enough for endpoints and load balancers to stop sending new requests
-TERMINATION_GRACE_SECONDS = 30  # pre-stop delay plus the runtime's own drain of in-flight requests
+DRAIN_SECONDS = 20  # after SIGTERM, how long in-flight requests may take (APINODE_GRACE_SECONDS)
+TERMINATION_GRACE_SECONDS = 30  # pre-stop delay + drain + a margin before the kubelet kills the pod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +48,7 @@ def cluster_url(service_id: str, namespace: str, port: int) -> str:
 def config_data(service: ServiceSettings, database: DatabaseSettings | None,
                 upstream_url: str | None) -> dict[str, str]:
     """Non-secret runtime settings (the ConfigMap): paths to secret files, never secret values."""
-    data = {"APINODE_API_KEYS_FILE": f"{SECRETS_DIR}/{API_KEYS}"}
+    data = {"APINODE_API_KEYS_FILE": f"{SECRETS_DIR}/{API_KEYS}", "APINODE_GRACE_SECONDS": str(DRAIN_SECONDS)}
     if service.enrichment is not None:
         data["APINODE_ENRICHMENT"] = service.enrichment
     if upstream_url is not None:

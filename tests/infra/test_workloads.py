@@ -106,7 +106,8 @@ def test_pods_are_sized_probed_and_drain_on_shutdown(stack: str, service_id: str
     assert main["args"][-2:] == ["--port", "8080"]
     pre_stop = main["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace = of_kind(stack, "Deployment")[service_id]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert 0 < pre_stop < grace, "the grace period must cover the pre-stop delay plus the drain"
+    drain = int(of_kind(stack, "ConfigMap")[f"{service_id}-config"]["data"]["APINODE_GRACE_SECONDS"])
+    assert 0 < pre_stop and pre_stop + drain < grace, "the grace period must cover the pre-stop delay and drain"
     strategy = of_kind(stack, "Deployment")[service_id]["spec"]["strategy"]
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
 
