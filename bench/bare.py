@@ -24,6 +24,8 @@ import onnxruntime
 import orjson
 import uvicorn
 
+_dumps, _loads = orjson.dumps, orjson.loads
+
 AS_OF = dt.date(2026, 6, 30)
 NUMERIC = ("age", "tenure_months", "orders_12m", "spend_12m", "avg_basket", "recency_days",
            "distinct_categories", "return_rate")
@@ -61,11 +63,11 @@ class Bare:
         self.session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
     def lookup(self, body: bytes) -> dict:
-        row = self.row_of[orjson.loads(body)["data"]["customer_id"]]
+        row = self.row_of[_loads(body)["data"]["customer_id"]]
         return {"results": [{"data": {name: values[row] for name, values in self.lookup_columns}}]}
 
     def score(self, body: bytes) -> dict:
-        row = self.row_of[orjson.loads(body)["features"]["customer_id"]]
+        row = self.row_of[_loads(body)["features"]["customer_id"]]
         feed = {name: np.array([[values[row]]], dtype=np.float32) for name, values in self.numeric}
         feed.update({name: np.array([[values[row]]], dtype=object) for name, values in self.strings})
         label, probabilities = self.session.run(None, feed)
@@ -83,9 +85,9 @@ class Bare:
             more = message.get("more_body", False)
         path = scope["path"]
         if path == "/lookup":
-            payload = orjson.dumps(self.lookup(body))
+            payload = _dumps(self.lookup(body))
         elif path == "/score":
-            payload = orjson.dumps(self.score(body))
+            payload = _dumps(self.score(body))
         else:
             payload = b'{"ready":true}'
         await send({"type": "http.response.start", "status": 200, "headers": _JSON})
@@ -98,11 +100,20 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--runtime-path", type=Path, help="folder holding the apinode package")
+    # Variants for measuring what each piece of the server stack buys (bench/main.py --ablation).
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--http", choices=("httptools", "h11"), default="httptools")
+    parser.add_argument("--json", choices=("orjson", "stdlib"), default="orjson")
     args = parser.parse_args()
+    if args.json == "stdlib":
+        import json
+
+        global _dumps, _loads
+        _dumps, _loads = (lambda value: json.dumps(value).encode()), json.loads
     if args.runtime_path:
         sys.path.insert(0, str(args.runtime_path))
     app = Bare(args.data, args.model)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
+    uvicorn.run(app, host="127.0.0.1", port=args.port, loop=args.loop, http=args.http,
                 access_log=False, log_level="warning", lifespan="off",
                 proxy_headers=False, server_header=False, date_header=False)
 

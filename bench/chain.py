@@ -14,7 +14,7 @@ import json
 import random
 import time
 
-from bench.peers import DEMOGRAPHICS_FOR_MODEL, MODEL_FEATURES, feast_refs_for_model
+from bench.peers import MODEL_FEATURES, feast_refs_for_model
 
 AS_OF = (2026, 6, 30)
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-LOAD_CORE = "0"
+from bench.cores import LOAD_CORE, pinned
 
 # {id} in the body template becomes a customer id; ids are drawn from a fixed-seed PRNG per thread.
 _LUA = r"""
@@ -85,8 +85,8 @@ def run_wrk(target: Target, concurrency: int, seconds: float, customers: int, wo
         raise ValueError(f"load only goes to 127.0.0.1, not {target.url}")
     script = workdir / "wrk.lua"
     script.write_text(_script(target, customers, seed))
-    command = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s",
-               "--timeout", "5s", "-s", str(script), target.base]
+    command = pinned(LOAD_CORE, ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s",
+               "--timeout", "5s", "-s", str(script), target.base])
     completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("BENCH ")]
     if not lines:

@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from bench import peers, profile, workloads as w
-from bench.load import LOAD_CORE, Target, run_wrk
+from bench import peers, profile
+from bench import workloads as w
+from bench.cores import LOAD_CORE, NICE, pinned
+from bench.load import Target, run_wrk
 from bench.procs import Server, Servers
 
 CONCURRENCIES = (1, 8, 32)
@@ -53,17 +55,17 @@ class Bench:
         """Warm up, then one bounded wrk run per concurrency."""
         run_wrk(target, 8, 1, self.customers, self.layout.out)
         for concurrency in self.concurrencies:
-            point = self._measure(lambda: run_wrk(target, concurrency, self.seconds, self.customers,
-                                                  self.layout.out).as_dict(), servers)
+            point = self._measure(lambda c=concurrency: run_wrk(target, c, self.seconds, self.customers,
+                                                                self.layout.out).as_dict(), servers)
             self._record(workload, system, point)
 
     def sweep_chain(self, servers: list[Server]) -> None:
         feast_url, mlflow_url = w.chain_urls()
 
         def chain(concurrency: int, seconds: float) -> dict:
-            command = ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "bench.chain", "--feast", feast_url,
-                       "--mlflow", mlflow_url, "--concurrency", str(concurrency), "--seconds", str(seconds),
-                       "--customers", str(self.customers)]
+            command = pinned(LOAD_CORE, [sys.executable, "-m", "bench.chain", "--feast", feast_url,
+                                         "--mlflow", mlflow_url, "--concurrency", str(concurrency),
+                                         "--seconds", str(seconds), "--customers", str(self.customers)])
             done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True,
                                   cwd=self.layout.root, env={**os.environ, "PYTHONPATH": self._pythonpath()})
             line = [text for text in done.stdout.splitlines() if text.startswith("BENCH ")][-1]
@@ -71,7 +73,7 @@ class Bench:
 
         chain(8, 1)
         for concurrency in self.concurrencies:
-            self._record("score", "feast+mlflow", self._measure(lambda: chain(concurrency, self.seconds), servers))
+            self._record("score", "feast+mlflow", self._measure(lambda c=concurrency: chain(c, self.seconds), servers))
 
     def _pythonpath(self) -> str:
         return f"{self.layout.root}:{self.layout.root / 'services' / 'apinode'}"
@@ -93,7 +95,7 @@ class Bench:
         if raw.exists():
             self.results["profiles"][name] = {"rps_while_profiled": result.rps, **profile.summarize(raw)}
 
-    def run(self, with_profiles: bool, with_1m: bool) -> dict:
+    def run(self, with_profiles: bool, with_1m: bool, with_ablation: bool) -> dict:
         layout = self.layout
         data = layout.features_dir / "data"
         print("peers: Feast repository and MLflow model (cached by data hash)", flush=True)
@@ -144,10 +146,29 @@ class Bench:
                 self.sweep("multi", "mlflow", w.multi_mlflow(mlflow_rows), [mlflow])
                 self._server_facts(mlflow, "load")
 
+        if with_ablation:
+            self.results["ablation"] = self.ablation()
         if with_1m:
             self.results["bundle_1m"] = self.bundle_1m()
         self.results["size"] = self.sizes()
         return self.results
+
+    def ablation(self) -> list[dict]:
+        """The bare reference at c=8 with one piece of the server stack swapped at a time."""
+        print("server stack variants (bare reference, c=8)", flush=True)
+        variants = []
+        for label, flags in w.STACK_VARIANTS:
+            with Servers([w.bare(self.layout, flags, name=f"bare{''.join(flags)}")], self.logs) as (server,):
+                figures = {"variant": label}
+                for workload, target in (("lookup", w.lookup_bare()), ("score", w.score_bare())):
+                    run_wrk(target, 8, 1, self.customers, self.layout.out)
+                    point = self._measure(lambda t=target: run_wrk(t, 8, self.seconds, self.customers,
+                                                                   self.layout.out).as_dict(), [server])
+                    figures[workload] = {key: point[key] for key in ("rps", "p50_ms", "p99_ms", "requests_per_cpu_s")}
+                print(f"  {label}: lookup {figures['lookup']['requests_per_cpu_s']:.0f}, "
+                      f"score {figures['score']['requests_per_cpu_s']:.0f} req/cpu-s", flush=True)
+                variants.append(figures)
+        return variants
 
     def bundle_1m(self) -> dict:
         """Ready time and resident memory of customer-features on a 1M-customer bundle vs the 100k one."""
@@ -186,7 +207,7 @@ def machine() -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     memory = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" [")[0]
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.split(" [")[0]
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory, 1), "kernel": platform.release(),
             "python": platform.python_version(), "wrk": wrk.strip()}
 
@@ -197,6 +218,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--no-1m", action="store_true", help="skip the 1M-customer bundle")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the server stack variants")
     parser.add_argument("--out", type=Path, default=None, help="scratch folder (default bench/out)")
     parser.add_argument("--results", type=Path, default=None, help="results file (default bench/results.md)")
     args = parser.parse_args()
@@ -207,9 +229,10 @@ def main() -> None:
     layout = w.Layout(root, out)
     bench = Bench(layout, min(args.seconds, 30.0), tuple(args.concurrency), customers=100_000)
     started = time.perf_counter()
-    results = bench.run(with_profiles=not args.no_profile, with_1m=not args.no_1m)
-    results.update({"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                    "seconds_per_point": bench.seconds, "wall_s": round(time.perf_counter() - started, 1)})
+    results = bench.run(with_profiles=not args.no_profile, with_1m=not args.no_1m,
+                        with_ablation=not args.no_ablation)
+    results.update({"machine": machine(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                    "seconds_per_point": bench.seconds, "nice": NICE if os.geteuid() == 0 else "0", "wall_s": round(time.perf_counter() - started, 1)})
     (out / "results.json").write_text(json.dumps(results, indent=1))
     from bench import report
 

@@ -105,7 +105,7 @@ def build_feast(data_dir: Path, repo: Path) -> Path:
                                                                 timestamp_field="event_timestamp")))
     store = FeatureStore(repo_path=str(repo))
     store.apply([customer, *views])
-    store.materialize(dt.datetime(2026, 6, 29, tzinfo=dt.timezone.utc), dt.datetime(2026, 7, 1, tzinfo=dt.timezone.utc))
+    store.materialize(dt.datetime(2026, 6, 29, tzinfo=dt.UTC), dt.datetime(2026, 7, 1, tzinfo=dt.UTC))
     (repo / "STAMP").write_text(stamp)
     return repo
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-SERVER_CORE = "1"
+from bench.cores import SERVER_CORE, pinned
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Server:
         self._log = self.log_path.open("wb")
         env = {**os.environ, **spec.env}
         started = time.perf_counter()
-        self.process = subprocess.Popen(["taskset", "-c", SERVER_CORE, *spec.command], env=env, cwd=spec.cwd,
+        self.process = subprocess.Popen(pinned(SERVER_CORE, spec.command), env=env, cwd=spec.cwd,
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.ready_seconds = self._wait_ready(started)
 

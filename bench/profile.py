@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.load import LOAD_CORE
+from bench.cores import LOAD_CORE
 
 
 def py_spy() -> str | None:
@@ -57,7 +57,7 @@ def summarize(raw: Path, top: int = 12) -> dict:
             inclusive[frame] += count
     if not total:
         return {"samples": 0, "self": [], "inclusive": []}
-    share = lambda counter: [(name, round(100 * count / total, 1)) for name, count in counter.most_common(top)]  # noqa: E731
+    share = lambda counter: [(name, round(100 * count / total, 1)) for name, count in counter.most_common(top)]
     # Frames on every stack (the entry point, the event loop) say nothing; keep the request path.
     interesting = collections.Counter({name: count for name, count in inclusive.items()
                                        if count < 0.9 * total and ("apinode/" in name or "uvicorn/" in name or "onnxruntime" in name

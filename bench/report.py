@@ -40,7 +40,7 @@ def _fmt_ratio(value: float) -> str:
 
 def goals(results: dict) -> list[tuple[str, str, bool | None]]:
     """(goal, measured, holds) for each goal of the issue; None when not measured."""
-    p = lambda workload, system, c: _point(results, workload, system, c)  # noqa: E731
+    p = lambda workload, system, c: _point(results, workload, system, c)
     servers, rows = results.get("servers", {}), []
 
     def ratio_goal(text: str, workload: str, ours: str, other: str, at_least: float) -> None:
@@ -82,7 +82,7 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
 
 
 def _workload_table(results: dict, workload: str) -> list[str]:
-    ours_name, peer, bare = COMPARISONS[workload]
+    _, peer, bare = COMPARISONS[workload]
     lines = ["| system | conc. | req/s | p50 ms | p90 ms | p99 ms | errors | req per server CPU-s | "
              f"vs {PEER_NAMES[peer]} | vs bare |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for system, points in results["workloads"].get(workload, {}).items():
@@ -161,7 +161,7 @@ def write(results: dict, path: Path, png: Path) -> None:
         f"- machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB, "
         f"Linux {machine.get('kernel')}, Python {machine.get('python')}, {machine.get('wrk')}",
         "- servers pinned to core 1 (`taskset -c 1`; for two-server setups both share it), load generator and harness "
-        "on core 0; all traffic to 127.0.0.1. wrk with one thread for HTTP workloads (random customer ids out of "
+        f"on core 0, servers and load at nice {results.get('nice', '0')} (every system alike); all traffic to 127.0.0.1. wrk with one thread for HTTP workloads (random customer ids out of "
         "100k); the Feast→MLflow chain is driven by a small asyncio client (`bench/chain.py`) that calls Feast, "
         "turns birthdate/signup_date into age/tenure, then calls MLflow.",
         "- *req per server CPU-s* = requests served / CPU seconds used by the server processes during the run: "
@@ -200,12 +200,18 @@ def write(results: dict, path: Path, png: Path) -> None:
             lines.append(f"| {label} | {size[side]['mib']} | {largest} |")
         lines.append("")
     if results.get("ablation"):
-        lines += ["## Server stack choices: what each bought (bare reference, score by id, c=8)", "",
-                  "| variant | req/s | req per CPU-s | vs chosen stack (per CPU-s) |", "|---|---:|---:|---:|"]
+        lines += ["## Server stack choices: what each bought (bare reference, c=8)", "",
+                  "One piece swapped at a time; the ratio is per server CPU-second against the chosen stack.", "",
+                  "| variant | lookup req/s | lookup req per CPU-s | ratio | score req/s | score req per CPU-s | ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         base = results["ablation"][0]
         for variant in results["ablation"]:
-            lines.append(f"| {variant['variant']} | {variant['rps']:,.0f} | {variant['requests_per_cpu_s']:,.0f} | "
-                         f"{_fmt_ratio(_ratio(variant, base, 'requests_per_cpu_s'))} |")
+            cells = []
+            for workload in ("lookup", "score"):
+                figures = variant[workload]
+                cells += [f"{figures['rps']:,.0f}", f"{figures['requests_per_cpu_s']:,.0f}",
+                          _fmt_ratio(_ratio(figures, base[workload], "requests_per_cpu_s"))]
+            lines.append(f"| {variant['variant']} | " + " | ".join(cells) + " |")
         lines.append("")
     if results.get("profiles"):
         lines += ["## Profiles of the runtime under load (py-spy)", "", *_profile_lines(results)]

@@ -72,11 +72,20 @@ def scoring(layout: Layout, remote: bool) -> ServerSpec:
     return ours(layout, "scoring", layout.scoring_dir, env)
 
 
-def bare(layout: Layout) -> ServerSpec:
+def bare(layout: Layout, variant: tuple[str, ...] = (), name: str = "bare") -> ServerSpec:
     command = [layout.project_python, str(layout.root / "bench" / "bare.py"), "--data",
                str(layout.scoring_dir / "data"), "--model", str(layout.onnx_model), "--port", str(PORTS["bare"]),
-               "--runtime-path", str(layout.root / "services" / "apinode")]
-    return ServerSpec("bare", command, _url("bare", "/readyz"))
+               "--runtime-path", str(layout.root / "services" / "apinode"), *variant]
+    return ServerSpec(name, command, _url("bare", "/readyz"))
+
+
+# The bare reference with one piece of the server stack swapped out (bare.py flags).
+STACK_VARIANTS = (
+    ("uvloop + httptools + orjson (the runtime's stack)", ()),
+    ("asyncio loop instead of uvloop", ("--loop", "asyncio")),
+    ("h11 instead of httptools", ("--http", "h11")),
+    ("stdlib json instead of orjson", ("--json", "stdlib")),
+)
 
 
 def feast(layout: Layout, repo: Path) -> ServerSpec:

@@ -1,0 +1,116 @@
+"""The benchmark's own pieces work (not a benchmark: nothing here is timed or compared).
+
+The bare reference answers what the runtime answers, the peers' client computes age
+and tenure as the runtime does, the wrk harness parses a one-second run, and the
+goal verdicts follow the figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from apinode.transforms import months_since
+
+from bench import report
+from bench.chain import months_since as chain_months_since
+from bench.load import Target, run_wrk
+
+ROOT = Path(__file__).resolve().parents[2]
+SCORING = ROOT / "services" / "customer-scoring"
+
+
+def test_chain_client_derives_age_and_tenure_like_the_runtime():
+    dates = ["1971-11-29", "2026-06-30", "2026-07-01", "2000-02-29", "1990-06-30", "1990-07-01", "2018-05-31"]
+    expected = months_since(np.array(dates), dt.date(2026, 6, 30)).tolist()
+    assert [chain_months_since(date) for date in dates] == expected
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _post(port: int, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.loads(answer.read())
+
+
+@pytest.fixture(scope="module")
+def bare_port():
+    port = _free_port()
+    command = [sys.executable, str(ROOT / "bench" / "bare.py"), "--data", str(SCORING / "data"),
+               "--model", str(SCORING / "model" / "high-spender.onnx"), "--port", str(port),
+               "--runtime-path", str(ROOT / "services" / "apinode")]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                time.sleep(0.05)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_bare_reference_looks_up_and_scores_a_customer(bare_port):
+    row = _post(bare_port, "/lookup", {"data": {"customer_id": "C0000042"}})["results"][0]["data"]
+    assert row["birthdate"] == "1971-11-29" and row["household_size"] == 2
+    result = _post(bare_port, "/score", {"features": {"customer_id": "C0000042"}})["result"]
+    assert result["prediction"] in ("0", "1")
+    assert abs(result["probas"]["0"] + result["probas"]["1"] - 1) < 1e-6
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("taskset") is None,
+                    reason="wrk or taskset is not installed (bench/run installs wrk)")
+def test_wrk_harness_reports_a_short_run(bare_port, tmp_path):
+    target = Target(f"http://127.0.0.1:{bare_port}/lookup", '{"data":{"customer_id":"{id}"}}')
+    result = run_wrk(target, concurrency=2, seconds=1, customers=1000, workdir=tmp_path)
+    assert result.requests > 0 and result.errors == 0
+    assert 0 < result.p50_ms <= result.p99_ms
+
+
+def test_load_refuses_any_address_but_loopback(tmp_path):
+    with pytest.raises(ValueError):
+        run_wrk(Target("http://10.0.0.1:80/x", "{}"), 1, 1, 10, tmp_path)
+
+
+def _point(c: int, rps: float, p50: float = 0.2, p99: float = 0.8) -> dict:
+    return {"concurrency": c, "requests": int(rps), "rps": rps, "p50_ms": p50, "p90_ms": p99, "p99_ms": p99,
+            "errors": 0, "requests_per_cpu_s": rps}
+
+
+def test_goal_verdicts_follow_the_figures():
+    results = {
+        "workloads": {
+            "lookup": {"ours": [_point(1, 5000), _point(8, 12000)], "feast": [_point(8, 1000)],
+                       "bare": [_point(8, 30000)]},
+            "score": {"ours-bundled": [_point(1, 3000, p50=0.6), _point(8, 8000)],
+                      "feast+mlflow": [_point(8, 100)], "bare": [_point(8, 10000)]},
+        },
+        "servers": {"features": {"ready_s": 1.2, "rss_mib_load": 90.0}},
+    }
+    verdicts = {goal: holds for goal, _, holds in report.goals(results)}
+    assert verdicts["lookup ≥ 10× Feast at c=8"] is True
+    assert verdicts["lookup ≥ 50% of the bare reference at c=8"] is False
+    assert verdicts["score (bundled) ≥ 40× the Feast→MLflow chain at c=8"] is True
+    assert verdicts["score (bundled) p50 ≤ 0.5 ms at c=1"] is False
+    assert verdicts["score via customer-features (2 hops) ≥ 20× the chain at c=8"] is None
+    assert verdicts["customer-features ready ≤ 2 s after start"] is True
