@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zipfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,7 +45,7 @@ class MemorySource:
         path = self.spec.bundled_path
         try:
             columns = read_bundle(path)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise TableError(f"{path}: cannot read bundle: {error}") from None
         return Table(self.spec, columns, str(path))
 
