@@ -32,6 +32,7 @@ class Call:
     body: Any = None
     method: str = "POST"
     check: Check | None = None
+    observe: Callable[[Any], Any] | None = None  # what to remember of a good answer (Outcome.observed)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Outcome:
     error_type: str | None = None
     message: str | None = None
     stale: str | None = None  # the X-Apinode-Stale-Data header: tables answered from stale data
+    observed: Any = None
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,8 @@ async def send(client: httpx.AsyncClient, call: Call, origin: float) -> Outcome:
                       stale=response.headers.get("x-apinode-stale-data"))
     if response.status_code == 200:
         outcome.problem = call.check(payload) if call.check else None
+        if outcome.problem is None and call.observe is not None:
+            outcome.observed = call.observe(payload)
     else:
         outcome.problem = f"HTTP {response.status_code}"
         if isinstance(payload, dict):
