@@ -123,7 +123,8 @@ class Cluster(pulumi.ComponentResource):
                     delete_on_termination="true"),
             )],
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
-                resource_type=kind, tags={**tags, "Name": f"{settings.name}-node"}) for kind in ("instance", "volume")],
+                resource_type=kind, tags={**tags, "Name": f"{settings.name}-node"})
+                for kind in ("instance", "volume")],
             tags=tags,
             opts=child,
         )

@@ -23,7 +23,8 @@ def build_inputs(service_id: str, root: Path = ROOT) -> list[Path]:
     for folder in (root / "services" / "apinode", root / "services" / service_id):
         files.extend(sorted(
             path for path in folder.rglob("*")
-            if path.is_file() and not _SKIPPED_PARTS.intersection(path.parts) and path.suffix not in _SKIPPED_SUFFIXES
+            if path.is_file() and not _SKIPPED_PARTS.intersection(path.parts)
+            and path.suffix not in _SKIPPED_SUFFIXES
         ))
     return files
 

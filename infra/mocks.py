@@ -224,6 +224,8 @@ class ProgramMocks:
         if typ in ("aws:iam/role:Role", "aws:iam/policy:Policy"):
             kind = "role" if typ.endswith("Role") else "policy"
             return {"arn": f"arn:aws:iam::{account}:{kind}/{physical}", "name": physical}
+        if typ == "aws:cloudwatch/logGroup:LogGroup":
+            return {"arn": arn_base.format(service="logs") + f":log-group:{physical}"}
         if typ == "aws:ec2/launchTemplate:LaunchTemplate":
             return {"latestVersion": 1, "arn": arn_base.format(service="ec2") + f":launch-template/{name}-id"}
         if typ == "aws:ec2/eip:Eip":

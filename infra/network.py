@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
+from typing import Callable
 
 import pulumi
 import pulumi_aws as aws
@@ -11,6 +13,7 @@ import pulumi_aws as aws
 from infra.settings import StackSettings
 
 ANYWHERE = "0.0.0.0/0"
+FLOW_LOG_RETENTION_DAYS = 90
 
 
 def subnet_cidrs(vpc_cidr: str, zones: int) -> list[tuple[str, str]]:
@@ -87,6 +90,7 @@ class Network(pulumi.ComponentResource):
         # The default security group of a VPC allows all traffic between its members; close it.
         aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, tags=tags("default-closed"),
                                      opts=vpc_child)
+        self._flow_logs(name, settings, vpc, tags, child)
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=tags("igw"), opts=child)
 
         public_rt = aws.ec2.RouteTable(f"{name}-public-rt", vpc_id=vpc.id, tags=tags("public"), opts=child)
@@ -150,3 +154,32 @@ class Network(pulumi.ComponentResource):
             "public_subnet_ids": self.public_subnet_ids,
             "private_subnet_ids": self.private_subnet_ids,
         })
+
+    def _flow_logs(self, name: str, settings: StackSettings, vpc: aws.ec2.Vpc,
+                   tags: Callable[[str], dict[str, str]], child: pulumi.ResourceOptions) -> None:
+        """Every accepted and rejected flow to CloudWatch: what an incident review starts from."""
+        group = aws.cloudwatch.LogGroup(f"{name}-flow-logs", name=f"/aws/vpc/{settings.name}/flow-logs",
+                                        retention_in_days=FLOW_LOG_RETENTION_DAYS, tags=tags("flow-logs"),
+                                        opts=child)
+        role = aws.iam.Role(
+            f"{name}-flow-logs",
+            name=f"{settings.name}-vpc-flow-logs",
+            assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                "Action": "sts:AssumeRole"}]}),
+            tags=tags("flow-logs"),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs",
+            role=role.id,
+            policy=group.arn.apply(lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogGroups",
+                           "logs:DescribeLogStreams"],
+                "Resource": [arn, f"{arn}:*"]}]})),
+            opts=child,
+        )
+        aws.ec2.FlowLog(f"{name}-flow-logs", vpc_id=vpc.id, traffic_type="ALL",
+                        log_destination_type="cloud-watch-logs",
+                        log_destination=group.arn, iam_role_arn=role.arn, tags=tags("flow-logs"), opts=child)

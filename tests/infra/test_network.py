@@ -108,3 +108,17 @@ def test_subnet_plan_is_disjoint_and_private_subnets_are_larger(cidr: str, zones
     assert not any(a.overlaps(b) for i, a in enumerate(flat) for b in flat[i + 1:])
     assert all(ipaddress.IPv4Network(private).num_addresses > ipaddress.IPv4Network(public).num_addresses
                for public, private in plan)
+
+
+def test_vpc_flow_logs_capture_all_traffic_to_cloudwatch(stack_run: StackRun) -> None:
+    flow_log = stack_run.one("aws:ec2/flowLog:FlowLog")
+    group = stack_run.one("aws:cloudwatch/logGroup:LogGroup", "network-flow-logs")
+    role = stack_run.one("aws:iam/role:Role", "network-flow-logs")
+    assert flow_log.inputs["vpcId"] == "network-vpc-id"
+    assert flow_log.inputs["trafficType"] == "ALL"
+    assert flow_log.inputs["logDestination"].endswith(f":log-group:{group.inputs['name']}")
+    assert flow_log.inputs["iamRoleArn"].endswith(f":role/{role.inputs['name']}")
+    assert group.inputs["retentionInDays"] >= 90
+    assert '"vpc-flow-logs.amazonaws.com"' in role.inputs["assumeRolePolicy"]
+    policy = stack_run.one("aws:iam/rolePolicy:RolePolicy", "network-flow-logs")
+    assert group.inputs["name"] in policy.inputs["policy"]
