@@ -53,7 +53,7 @@ def test_model_bytes_do_not_depend_on_the_process(tmp_path):
     skl2onnx once listed the graph's opsets in a per-process order; the flow sorts them.
     """
     digests = []
-    for run in range(3):
+    for run in range(2):
         root = tmp_path / str(run)
         subprocess.run(
             [sys.executable, "-m", "flow", "all", "--customers", "2000", "--root", str(root)],
@@ -61,7 +61,7 @@ def test_model_bytes_do_not_depend_on_the_process(tmp_path):
             check=True, capture_output=True, timeout=300,
         )
         digests.append({str(path): _sha256(root / path) for path in artifact_paths()})
-    assert digests[0] == digests[1] == digests[2]
+    assert digests[0] == digests[1]
 
 
 def test_model_lists_its_opsets_in_a_fixed_order():

@@ -89,11 +89,30 @@ def test_categories_are_encoded_inside_the_graph(session, small_bundles):
     assert len(set(np.round(probabilities[:, 1], 6))) > 1
 
 
-def test_onnx_scores_match_the_fitted_pipeline(small_population):
-    inputs = model_inputs(small_population.demographics, small_population.behavior)
+@pytest.fixture(scope="module")
+def small_pipeline(small_population):
     pipeline = build_pipeline(c.SEED)
     with threadpool_limits(limits=1):
-        pipeline.fit(as_table(inputs), small_population.high_spender)
+        pipeline.fit(as_table(model_inputs(small_population.demographics, small_population.behavior)),
+                     small_population.high_spender)
+    return pipeline
+
+
+def test_onnx_scores_match_the_fitted_pipeline(small_population, small_pipeline):
+    inputs = model_inputs(small_population.demographics, small_population.behavior)
+    pipeline = small_pipeline
     expected = pipeline.predict_proba(as_table(inputs))[:, 1]
     actual = onnx_probabilities(to_onnx(pipeline).SerializeToString(), inputs)
+    assert np.max(np.abs(actual - expected)) < 1e-4
+
+
+def test_missing_numbers_score_as_the_pipeline_does(small_population, small_pipeline):
+    """The runtime feeds an absent number as NaN; ONNX must route it down the trees like scikit-learn."""
+    inputs = model_inputs(small_population.demographics, small_population.behavior)
+    pipeline = small_pipeline
+    holes = {name: column.copy() for name, column in inputs.items()}
+    holes["recency_days"][:] = np.nan
+    holes["spend_12m"][::2] = np.nan
+    expected = pipeline.predict_proba(as_table(holes))[:, 1]
+    actual = onnx_probabilities(to_onnx(pipeline).SerializeToString(), holes)
     assert np.max(np.abs(actual - expected)) < 1e-4
