@@ -279,3 +279,13 @@ def test_ingress_exposure_adds_one_path_per_service_behind_clusterip() -> None:
     assert {s["spec"]["type"] for s in services} == {"ClusterIP"}
     assert found and run.outputs["serviceEndpoints"]["customer-scoring"] == \
         "http://mesh.example.com/public/api/v1/customer-scoring"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_kubernetes_object_goes_to_the_stacks_cluster(stack: str) -> None:
+    """Through the cluster's provider, never the ambient kubeconfig of whoever runs `pulumi up`."""
+    providers = {r.provider for r in _run(stack).resources if r.custom and r.type.startswith("kubernetes:")
+                 and not r.type.startswith("pulumi:providers")}
+    assert len(providers) == 1
+    (provider,) = providers
+    assert provider is not None and "pulumi:providers:kubernetes::cluster-k8s::" in provider
