@@ -14,6 +14,7 @@ from image_harness import (
     BuiltImage,
     CommandFailed,
     Docker,
+    build_dependencies,
     build_image,
     fill_wheels_in_context,
     run,
@@ -60,6 +61,7 @@ def images(docker: Docker, base_image: str, wheelhouse: Path) -> dict[str, Built
     """Both service images, built offline from the repository root as the Pulumi program does."""
     fill_wheels_in_context(wheelhouse)
     revision = run(["git", "-C", str(REPO), "rev-parse", "HEAD"]).strip()
+    build_dependencies(docker, base_image)
     for service in SERVICES:
         _built[service] = build_image(docker, service, base_image, {**LABEL_ARGS, "REVISION": revision})
     return dict(_built)

@@ -110,19 +110,30 @@ def fill_wheels_in_context(wheelhouse: Path) -> None:
             target.write_bytes(wheel.read_bytes())
 
 
-def build_image(docker: Docker, service: str | None, base_ref: str, build_args: dict[str, str]) -> BuiltImage:
-    """Build one service image offline: no network in the build, wheels only from the context.
-    service=None leaves out the SERVICE build argument."""
-    ref = f"mesh/{service or 'no-service'}:test"
-    args = {"BASE_IMAGE": base_ref, "PIP_NO_INDEX": "1", **build_args}
-    if service is not None:
-        args["SERVICE"] = service
-    argv = ["build", "--network", "none", "--file", str(DOCKERFILE), "--tag", ref]
+def build(docker: Docker, ref: str, args: dict[str, str], *extra: str) -> float:
+    """Build offline (no network in the build, wheels only from the context); return the seconds taken.
+    --force-rm: a failed step leaves no container behind in the engine."""
+    argv = ["build", "--network", "none", "--force-rm", "--file", str(DOCKERFILE), "--tag", ref, *extra]
     for name, value in args.items():
         argv += ["--build-arg", f"{name}={value}"]
     started = time.monotonic()
     docker(*argv, str(REPO), timeout=1200)
-    seconds = time.monotonic() - started
+    return time.monotonic() - started
+
+
+def build_dependencies(docker: Docker, base_ref: str) -> None:
+    """The dependency stage alone, tagged so that pruning dangling images keeps it as build cache."""
+    build(docker, "mesh/apinode-dependencies:test", {"BASE_IMAGE": base_ref, "PIP_NO_INDEX": "1"},
+          "--target", "dependencies")
+
+
+def build_image(docker: Docker, service: str | None, base_ref: str, build_args: dict[str, str]) -> BuiltImage:
+    """One service image; service=None leaves out the SERVICE build argument."""
+    ref = f"mesh/{service or 'no-service'}:test"
+    args = {"BASE_IMAGE": base_ref, "PIP_NO_INDEX": "1", **build_args}
+    if service is not None:
+        args["SERVICE"] = service
+    seconds = build(docker, ref, args)
     own = docker.inspect(ref)["Size"] - docker.inspect(base_ref)["Size"]
     return BuiltImage(service or "", ref, base_ref, args, seconds, own)
 

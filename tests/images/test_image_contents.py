@@ -98,3 +98,10 @@ def test_build_without_service_fails_with_a_clear_message(docker, images):
     with pytest.raises(CommandFailed) as failed:
         build_image(docker, None, base_ref, {})
     assert "build with --build-arg SERVICE=<service id>" in str(failed.value)
+
+
+def test_services_share_every_layer_but_their_own_folder(docker, images):
+    # A node running both services pulls and stores the runtime and its dependencies once.
+    features, scoring = (docker.inspect(images[s].ref)["RootFS"]["Layers"] for s in SERVICES)
+    assert features[:-1] == scoring[:-1]
+    assert features[-1] != scoring[-1]
