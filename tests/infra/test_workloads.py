@@ -88,6 +88,11 @@ def test_pods_are_restricted_read_only_and_by_digest(stack: str, service_id: str
     tmp = next(m for m in main["volumeMounts"] if m["mountPath"] == "/tmp")
     assert "emptyDir" in volumes[tmp["name"]]
     assert all(m.get("readOnly") for m in main["volumeMounts"] if m["mountPath"] != "/tmp")
+    # The rest of the restricted standard: no host namespaces, host ports or host paths.
+    assert not any(pod.get(key) for key in ("hostNetwork", "hostPID", "hostIPC"))
+    assert not any("hostPort" in port for port in main["ports"])
+    assert {kind for v in pod["volumes"] for kind in v if kind != "name"} <= {"emptyDir", "secret", "configMap",
+                                                                                "projected"}
 
 
 @pytest.mark.parametrize("stack", STACKS)
