@@ -13,15 +13,25 @@ from .transforms import SCALAR_TRANSFORMS
 class _Lookup:
     """One compiled enrichment lookup bound to its provider (a memory table or a remote endpoint)."""
 
-    def __init__(self, spec: EnrichmentLookup, used: frozenset[str], source, remote) -> None:
+    def __init__(self, spec: EnrichmentLookup, inputs: frozenset[str], steps: dict[str, str], source,
+                 remote) -> None:
         self.spec = spec
+        used = inputs | set(steps.values())
         self.columns = tuple((c, f) for c, f in spec.columns if f in used)
         self.features = tuple(f for _, f in self.columns)
+        # What makes the lookup worth doing: a model input it fills, or one derived from what it fills.
+        self._direct = tuple(f for f in self.features if f in inputs)
+        self._derived = tuple((output, source) for output, source in steps.items() if source in self.features)
         self.source, self.remote = source, remote
+
+    def _wanted(self, features: dict) -> bool:
+        get = features.get
+        return any(get(f) is None for f in self._direct) or any(
+            get(output) is None and get(source) is None for output, source in self._derived)
 
     def key_of(self, features: dict) -> dict | None:
         """The lookup key for this row, or None when nothing it would fill is missing."""
-        if all(features.get(f) is not None for f in self.features):
+        if not self._wanted(features):
             return None
         key = {}
         for feature, column in self.spec.key:
@@ -69,10 +79,10 @@ class Enricher:
 
     def __init__(self, endpoint: PredictionEndpoint, model_inputs: frozenset[str], sources: dict,
                  remotes: dict) -> None:
-        used = model_inputs | {step.input for step in endpoint.preprocessing}
+        steps = {step.output: step.input for step in endpoint.preprocessing if step.output in model_inputs}
         via_remote = endpoint.enrichment_via == "remote"
         self._lookups = tuple(
-            _Lookup(spec, used, None if via_remote else sources[spec.table],
+            _Lookup(spec, model_inputs, steps, None if via_remote else sources[spec.table],
                     remotes[spec.remote] if via_remote else None)
             for spec in endpoint.lookups
         )
