@@ -294,3 +294,10 @@ def test_every_kubernetes_object_goes_to_the_stacks_cluster(stack: str) -> None:
     assert len(providers) == 1
     (provider,) = providers
     assert provider is not None and "pulumi:providers:kubernetes::cluster-k8s::" in provider
+
+
+def test_preview_declares_the_same_objects_as_up() -> None:
+    """`pulumi preview` on a pull request (values unknown until apply) shows every object `up` makes."""
+    preview = manifests(run_stack("prod", preview=True).resources)
+    assert [(m["kind"], m["metadata"]["name"]) for m in preview] == \
+        [(m["kind"], m["metadata"]["name"]) for m in _manifests("prod")]
