@@ -5,27 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.reliability.servers import API_KEY, FEATURES_DIR, SCORING_DIR, Service, clean_env
 from tests.reliability.workload import Golden, sample_ids
-
-
-def remote_env(features_url: str) -> dict[str, str]:
-    """Environment that makes customer-scoring enrich through the given customer-features URL.
-
-    The variable names come from customer-scoring's own service.yaml (``remotes.*.url_env`` and
-    ``api_key_env``), so the test follows the definition rather than guessing them.
-    """
-    raw = yaml.safe_load((SCORING_DIR / "service.yaml").read_text())
-    env = {"APINODE_ENRICHMENT": "remote"}
-    for name, remote in (raw.get("remotes") or {}).items():
-        assert remote.get("url_env"), f"customer-scoring remotes.{name} has no url_env to point it at a test port"
-        env[remote["url_env"]] = features_url
-        if remote.get("api_key_env"):
-            env[remote["api_key_env"]] = API_KEY
-    assert len(env) > 1, "customer-scoring/service.yaml declares no remote to enrich through"
-    return env
 
 
 @pytest.fixture(scope="session")

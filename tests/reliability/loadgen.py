@@ -109,6 +109,9 @@ class Load:
     seed: int = 8
     max_requests: int = 1_000_000
     pause: float = 0.0
+    on_outcome: Callable[[Outcome], None] | None = None  # e.g. a running summary, for long runs
+    keep: bool = True  # keep every outcome in ``outcomes`` (turn off for long runs)
+    sent: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
     origin: float = field(default_factory=time.monotonic)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -128,9 +131,13 @@ class Load:
         return self.outcomes
 
     async def _worker(self, client: httpx.AsyncClient, rng: random.Random, deadline: float) -> None:
-        while not self._stop.is_set() and time.monotonic() < deadline and len(self.outcomes) < self.max_requests:
-            call = rng.choice(self.calls)(rng)
-            self.outcomes.append(await send(client, call, self.origin))
+        while not self._stop.is_set() and time.monotonic() < deadline and self.sent < self.max_requests:
+            self.sent += 1
+            outcome = await send(client, rng.choice(self.calls)(rng), self.origin)
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
+            if self.keep:
+                self.outcomes.append(outcome)
             if self.pause:
                 await asyncio.sleep(self.pause)
 
@@ -157,21 +164,57 @@ class Window:
     max: float
 
 
+class Summary:
+    """A running summary by time window: counts, failures by kind, latencies (kept as floats only)."""
+
+    def __init__(self, seconds: float, keep_failures: int = 200) -> None:
+        self.seconds = seconds
+        self.latencies: dict[int, list[float]] = {}
+        self.errors: dict[int, int] = {}
+        self.kinds: dict[str, int] = {}
+        self.failures: list[Outcome] = []
+        self._keep_failures = keep_failures
+
+    def add(self, outcome: Outcome) -> None:
+        index = int(outcome.started // self.seconds)
+        self.latencies.setdefault(index, []).append(outcome.latency * 1000)
+        if not outcome.ok:
+            self.errors[index] = self.errors.get(index, 0) + 1
+            kind = outcome.transport or (f"HTTP {outcome.status} {outcome.error_type or ''}".strip()
+                                         if outcome.status != 200 else "wrong answer")
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            if len(self.failures) < self._keep_failures:
+                self.failures.append(outcome)
+
+    @property
+    def requests(self) -> int:
+        return sum(len(v) for v in self.latencies.values())
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def all_latencies(self) -> list[float]:
+        return [x for values in self.latencies.values() for x in values]
+
+    def windows(self) -> list[Window]:
+        result = []
+        for index in sorted(self.latencies):
+            values = self.latencies[index]
+            result.append(Window(
+                start=index * self.seconds, requests=len(values), errors=self.errors.get(index, 0),
+                p50=percentile(values, 50), p95=percentile(values, 95), p99=percentile(values, 99),
+                max=max(values),
+            ))
+        return result
+
+
 def windows(outcomes: Sequence[Outcome], seconds: float) -> list[Window]:
     """Group outcomes by start time into windows of ``seconds``."""
-    buckets: dict[int, list[Outcome]] = {}
+    summary = Summary(seconds)
     for outcome in outcomes:
-        buckets.setdefault(int(outcome.started // seconds), []).append(outcome)
-    result = []
-    for index in sorted(buckets):
-        group = buckets[index]
-        latencies = [o.latency * 1000 for o in group]
-        result.append(Window(
-            start=index * seconds, requests=len(group), errors=sum(not o.ok for o in group),
-            p50=percentile(latencies, 50), p95=percentile(latencies, 95), p99=percentile(latencies, 99),
-            max=max(latencies),
-        ))
-    return result
+        summary.add(outcome)
+    return summary.windows()
 
 
 def describe(outcomes: Sequence[Outcome], limit: int = 8) -> str:

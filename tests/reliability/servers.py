@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.reliability.loadgen import rss_kib
 
@@ -38,6 +39,23 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "services" / "apinode")])
     env["APINODE_API_KEYS"] = API_KEY
     env.update(extra)
+    return env
+
+
+def remote_env(features_url: str) -> dict[str, str]:
+    """Environment that makes customer-scoring enrich through the given customer-features URL.
+
+    The variable names come from customer-scoring's own service.yaml (``remotes.*.url_env`` and
+    ``api_key_env``), so the test follows the definition rather than guessing them.
+    """
+    raw = yaml.safe_load((SCORING_DIR / "service.yaml").read_text())
+    env = {"APINODE_ENRICHMENT": "remote"}
+    for name, remote in (raw.get("remotes") or {}).items():
+        assert remote.get("url_env"), f"customer-scoring remotes.{name} has no url_env to point it at a test port"
+        env[remote["url_env"]] = features_url
+        if remote.get("api_key_env"):
+            env[remote["api_key_env"]] = API_KEY
+    assert len(env) > 1, "customer-scoring/service.yaml declares no remote to enrich through"
     return env
 
 

@@ -14,9 +14,8 @@ import time
 import pytest
 import yaml
 
-from tests.reliability.conftest import remote_env
 from tests.reliability.loadgen import Load, describe, outage_problems
-from tests.reliability.servers import API_KEY, SCORING_DIR, Service, clean_env
+from tests.reliability.servers import API_KEY, SCORING_DIR, Service, clean_env, remote_env
 
 REQUEST_TIMEOUT = 3.0  # APINODE_REQUEST_TIMEOUT_SECONDS given to scoring in these tests
 MARGIN = 4.0  # on top of the timeout: a loaded 2-core box, not a performance bound

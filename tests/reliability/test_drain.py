@@ -19,9 +19,8 @@ import httpx
 import pytest
 
 from tests.reliability import rawhttp
-from tests.reliability.conftest import remote_env
 from tests.reliability.loadgen import Load, describe
-from tests.reliability.servers import API_KEY, SCORING_DIR, Service, clean_env
+from tests.reliability.servers import API_KEY, SCORING_DIR, Service, clean_env, remote_env
 
 # The grace the test gives the server on top of its own drain; generous so a loaded CI box passes.
 EXIT_BOUND_SECONDS = 30.0
