@@ -3,6 +3,7 @@
 And the guardrails are not vacuous there: each rule has resources of its kind to read in the
 stacks, and breaking one real resource the way an unsafe change would gets caught.
 """
+import asyncio
 import copy
 from collections.abc import Callable
 
@@ -32,9 +33,20 @@ SUBJECTS: dict[str, set[str]] = {
 }
 
 
+def run_in_fresh_loop(stack: str) -> StackRun:
+    """run_stack drives Pulumi on asyncio's current loop; an asyncio.run() earlier in the session leaves none."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return run_stack(stack)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 @pytest.fixture(scope="module", params=STACKS)
 def stack_run(request) -> StackRun:
-    return run_stack(request.param)
+    return run_in_fresh_loop(request.param)
 
 
 def test_every_rule_is_covered_here():
@@ -96,7 +108,7 @@ BREAKAGES: dict[str, tuple[str, Callable[[dict], None]]] = {
 
 @pytest.fixture(scope="module")
 def prod_run() -> StackRun:
-    return run_stack("prod")
+    return run_in_fresh_loop("prod")
 
 
 @pytest.mark.parametrize("rule_name", sorted(BREAKAGES))
