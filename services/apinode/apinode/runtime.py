@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from .definition import ServiceDefinition
 from .enrich import Enricher
 from .model import Model
-from .remote import RemoteService
 from .sources import make_source
 
 log = logging.getLogger("apinode")
@@ -22,7 +21,7 @@ class Runtime:
         self.definition = definition
         self._env = env
         self.sources: dict = {}
-        self.remotes: dict[str, RemoteService] = {}
+        self.remotes: dict = {}
         self.models: dict[str, Model] = {}
         self.enrichers: dict[str, Enricher] = {}
         self.loaded = False
@@ -44,6 +43,8 @@ class Runtime:
             if endpoint.enrichment_via == "remote":
                 for lookup in endpoint.lookups:
                     if lookup.remote not in self.remotes:
+                        from .remote import RemoteService  # httpx: only for services that call others
+
                         self.remotes[lookup.remote] = RemoteService(definition.remotes[lookup.remote])
         models = await asyncio.gather(
             *(asyncio.to_thread(Model, endpoint) for endpoint in definition.predictions.values()),
