@@ -97,6 +97,28 @@ def free_port(taken: set[int]) -> int:
             return port
 
 
+def start_container(
+    docker: Docker, image_ref: str, name: str, port: int, env: dict[str, str], api_key: str,
+    mounts: tuple[str, ...] = (),
+) -> Container:
+    """A container run the way the Deployment runs the pod: host network but bound to 127.0.0.1,
+    numeric non-root user, read-only root with a tmpfs /tmp, no capabilities, no privilege gain.
+    mounts are docker --volume specifications (read-only Secret files, say)."""
+    argv = [
+        "run", "--detach",
+        "--network", "host",
+        "--user", NON_ROOT,
+        "--read-only", "--tmpfs", "/tmp",
+        "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
+    ]
+    for variable, value in {"APINODE_HOST": "127.0.0.1", "APINODE_PORT": str(port), **env}.items():
+        argv += ["--env", f"{variable}={value}"]
+    for mount in mounts:
+        argv += ["--volume", mount]
+    return Container(name, docker(*argv, image_ref).strip(), port, api_key)
+
+
 def fill_wheels_in_context(wheelhouse: Path) -> None:
     """Put exactly the cached wheelhouse into images/wheels/, where the Dockerfile picks it up."""
     WHEELS_IN_CONTEXT.mkdir(exist_ok=True)

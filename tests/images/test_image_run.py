@@ -8,7 +8,7 @@ import dataikuapi
 import httpx
 import pytest
 
-from image_harness import NON_ROOT, SERVICES, Container, free_port, logs, wait_ready
+from image_harness import SERVICES, Container, free_port, logs, start_container, wait_ready
 
 pytestmark = pytest.mark.docker
 
@@ -27,22 +27,6 @@ RUNS = {
 }
 
 
-def start(docker, image_ref: str, name: str, port: int, env: dict[str, str]) -> Container:
-    """One container bound to 127.0.0.1 on the given port, with the pod's security settings."""
-    env = {"APINODE_API_KEYS": API_KEY, "APINODE_HOST": "127.0.0.1", "APINODE_PORT": str(port), **env}
-    argv = [
-        "run", "--detach",
-        "--network", "host",
-        "--user", NON_ROOT,
-        "--read-only", "--tmpfs", "/tmp",
-        "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-    ]
-    for variable, value in env.items():
-        argv += ["--env", f"{variable}={value}"]
-    return Container(name, docker(*argv, image_ref).strip(), port, API_KEY)
-
-
 @pytest.fixture(scope="module")
 def containers(docker, images):
     """Every run in RUNS, ready; removed at the end whatever happened."""
@@ -53,7 +37,8 @@ def containers(docker, images):
             if name == REMOTE_SCORING:
                 features = started["customer-features"]
                 env = {**env, "APINODE_FEATURES_URL": features.url, "APINODE_FEATURES_API_KEY": API_KEY}
-            started[name] = start(docker, images[service].ref, name, free_port(ports), env)
+            env = {"APINODE_API_KEYS": API_KEY, **env}
+            started[name] = start_container(docker, images[service].ref, name, free_port(ports), env, API_KEY)
         for container in started.values():
             wait_ready(docker, container)
         yield started
