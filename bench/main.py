@@ -19,12 +19,13 @@ from pathlib import Path
 
 from bench import peers, profile
 from bench import workloads as w
-from bench.cores import LOAD_CORE, NICE, pinned
+from bench.cores import LOAD_CORE, NICE, SERVER_CORE, pinned
 from bench.load import Target, run_wrk
 from bench.procs import Server, Servers
 
 CONCURRENCIES = (1, 8, 32)
 CUSTOMERS_1M = 1_000_000
+STAGES = ("bare", "ours", "peers", "ablation", "micro", "1m")
 
 
 class Bench:
@@ -37,6 +38,7 @@ class Bench:
 
     def _record(self, workload: str, system: str, point: dict) -> None:
         self.results["workloads"].setdefault(workload, {}).setdefault(system, []).append(point)
+        self.save()
         print(f"  {workload:7s} {system:13s} c={point['concurrency']:<3d} {point['rps']:>9.1f} req/s  "
               f"p50 {point['p50_ms']:.3f} ms  p99 {point['p99_ms']:.3f} ms  errors {point['errors']}  "
               f"{point['requests_per_cpu_s']:.0f} req/cpu-s", flush=True)
@@ -75,6 +77,10 @@ class Bench:
         for concurrency in self.concurrencies:
             self._record("score", "feast+mlflow", self._measure(lambda c=concurrency: chain(c, self.seconds), servers))
 
+    def save(self) -> None:
+        """The figures so far (a failed stage still leaves the earlier ones on disk)."""
+        (self.layout.out / "results.json").write_text(json.dumps(self.results, indent=1))
+
     def _pythonpath(self) -> str:
         return f"{self.layout.root}:{self.layout.root / 'services' / 'apinode'}"
 
@@ -95,7 +101,7 @@ class Bench:
         if raw.exists():
             self.results["profiles"][name] = {"rps_while_profiled": result.rps, **profile.summarize(raw)}
 
-    def run(self, with_profiles: bool, with_1m: bool, with_ablation: bool) -> dict:
+    def run(self, stages: set[str], with_profiles: bool) -> dict:
         layout = self.layout
         data = layout.features_dir / "data"
         print("peers: Feast repository and MLflow model (cached by data hash)", flush=True)
@@ -106,12 +112,32 @@ class Bench:
         print(f"  ready in {time.perf_counter() - started:.1f}s; MLflow vs ONNX max |dp| = {gap:.2e}", flush=True)
         ours_items, mlflow_rows = w.multi_rows(layout)
 
+        if "bare" in stages:
+            self.run_bare()
+        if "ours" in stages:
+            self.run_ours(with_profiles, ours_items)
+        if "peers" in stages:
+            self.run_peers(feast_repo, mlflow_model, mlflow_rows)
+        if "ablation" in stages:
+            self.results["ablation"] = self.ablation()
+        if "micro" in stages:
+            self.results["micro"] = self.micro()
+        if "1m" in stages:
+            self.results["bundle_1m"] = self.bundle_1m()
+        self.results["size"] = self.sizes()
+        self.save()
+        return self.results
+
+    def run_bare(self) -> None:
+        layout = self.layout
         print("bare reference", flush=True)
         with Servers([w.bare(layout)], self.logs) as (bare,):
             self.sweep("lookup", "bare", w.lookup_bare(), [bare])
             self.sweep("score", "bare", w.score_bare(), [bare])
             self._server_facts(bare, "load")
 
+    def run_ours(self, with_profiles: bool, ours_items: list[dict]) -> None:
+        layout = self.layout
         print("ours: customer-features, then customer-scoring with remote enrichment", flush=True)
         with Servers([w.features(layout)], self.logs) as (features,):
             self._server_facts(features, "start")
@@ -135,6 +161,8 @@ class Bench:
             if with_profiles:
                 self._profile("score-bundled", w.score_ours(), scoring)
 
+    def run_peers(self, feast_repo: Path, mlflow_model: Path, mlflow_rows: list[dict]) -> None:
+        layout = self.layout
         print("peers: feast serve, then feast + mlflow", flush=True)
         with Servers([w.feast(layout, feast_repo)], self.logs) as (feast,):
             self._server_facts(feast, "start")
@@ -146,12 +174,6 @@ class Bench:
                 self.sweep("multi", "mlflow", w.multi_mlflow(mlflow_rows), [mlflow])
                 self._server_facts(mlflow, "load")
 
-        if with_ablation:
-            self.results["ablation"] = self.ablation()
-        if with_1m:
-            self.results["bundle_1m"] = self.bundle_1m()
-        self.results["size"] = self.sizes()
-        return self.results
 
     def ablation(self) -> list[dict]:
         """The bare reference at c=8 with one piece of the server stack swapped at a time."""
@@ -169,6 +191,18 @@ class Bench:
                       f"score {figures['score']['requests_per_cpu_s']:.0f} req/cpu-s", flush=True)
                 variants.append(figures)
         return variants
+
+    def micro(self) -> dict:
+        """In-process CPU cost of one request and of its pieces (bench/micro.py, on the server core)."""
+        print("in-process cost per request (bench/micro.py)", flush=True)
+        command = pinned(SERVER_CORE, [self.layout.project_python, str(self.layout.root / "bench" / "micro.py"),
+                                       "--root", str(self.layout.root)])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True,
+                              env={**os.environ, "PYTHONPATH": self._pythonpath()})
+        line = [text for text in done.stdout.splitlines() if text.startswith("MICRO ")][-1]
+        figures = json.loads(line[len("MICRO "):])
+        print(f"  {figures}", flush=True)
+        return figures
 
     def bundle_1m(self) -> dict:
         """Ready time and resident memory of customer-features on a 1M-customer bundle vs the 100k one."""
@@ -217,8 +251,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each measured run (max 30)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
-    parser.add_argument("--no-1m", action="store_true", help="skip the 1M-customer bundle")
-    parser.add_argument("--no-ablation", action="store_true", help="skip the server stack variants")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="scratch folder (default bench/out)")
     parser.add_argument("--results", type=Path, default=None, help="results file (default bench/results.md)")
     args = parser.parse_args()
@@ -229,8 +263,11 @@ def main() -> None:
     layout = w.Layout(root, out)
     bench = Bench(layout, min(args.seconds, 30.0), tuple(args.concurrency), customers=100_000)
     started = time.perf_counter()
-    results = bench.run(with_profiles=not args.no_profile, with_1m=not args.no_1m,
-                        with_ablation=not args.no_ablation)
+    stages = set(args.stages.split(","))
+    unknown = stages - set(STAGES)
+    if unknown:
+        parser.error(f"unknown stages {sorted(unknown)}; choose from {','.join(STAGES)}")
+    results = bench.run(stages, with_profiles=not args.no_profile)
     results.update({"machine": machine(), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                     "seconds_per_point": bench.seconds, "nice": NICE if os.geteuid() == 0 else "0", "wall_s": round(time.perf_counter() - started, 1)})
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.cores import LOAD_CORE
+from bench.cores import LOAD_CORE, pinned
 
 
 def py_spy() -> str | None:
@@ -17,12 +17,13 @@ def py_spy() -> str | None:
 
 
 def start_recording(pid: int, seconds: float, output: Path) -> subprocess.Popen | None:
-    """py-spy record in raw (collapsed stack) form, on the load core, native frames off."""
+    """py-spy record in raw (collapsed stack) form, on the load core."""
     binary = py_spy()
     if binary is None:
         return None
-    command = ["taskset", "-c", LOAD_CORE, binary, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-               "--rate", "250", "--format", "raw", "--output", str(output), "--nonblocking"]
+    # At the load's priority: a py-spy starved by wrk on the same core takes few samples.
+    command = pinned(LOAD_CORE, [binary, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                                 "--rate", "250", "--format", "raw", "--output", str(output), "--nonblocking"])
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

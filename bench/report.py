@@ -120,6 +120,31 @@ def _profile_lines(results: dict) -> list[str]:
     return lines
 
 
+MICRO_LABELS = {
+    "app_lookup_us": "runtime app, one lookup (auth, validation, index, row, JSON, metrics)",
+    "bare_lookup_us": "bare reference, one lookup",
+    "app_score_us": "runtime app, one score by id (bundled enrichment, preprocessing, model)",
+    "bare_score_us": "bare reference, one score by id",
+    "index_rows_us": "index: key to row position",
+    "table_row_us": "table: row position to a dict of 9 columns",
+    "enrich_complete_us": "enrichment of one row (2 lookups, 2 date transforms)",
+    "model_predict_us": "Model.predict, one row (feed building + onnxruntime)",
+    "bare_session_run_us": "bare reference's whole score() (feed + onnxruntime)",
+    "orjson_dumps_lookup_us": "orjson.dumps of a lookup answer",
+    "json_dumps_lookup_us": "json.dumps of the same (stdlib)",
+    "orjson_loads_request_us": "orjson.loads of a request",
+    "json_loads_request_us": "json.loads of the same (stdlib)",
+}
+
+
+def _micro_lines(micro: dict) -> list[str]:
+    lines = ["## In-process cost of one request (no network, best of 7 repeats)", "",
+             "The ASGI apps called directly with an in-memory request (`bench/micro.py`): what the runtime itself "
+             "costs, without uvicorn and the socket.", "", "| what | µs per call |", "|---|---:|"]
+    lines += [f"| {label} | {micro[key]:.2f} |" for key, label in MICRO_LABELS.items() if key in micro]
+    return [*lines, ""]
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -127,6 +152,8 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     workloads = [name for name in TITLES if name in results["workloads"]]
+    if not workloads:
+        return
     figure, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.8), squeeze=False)
     for axis, workload in zip(axes[0], workloads):
         for system, points in results["workloads"][workload].items():
@@ -213,6 +240,8 @@ def write(results: dict, path: Path, png: Path) -> None:
                           _fmt_ratio(_ratio(figures, base[workload], "requests_per_cpu_s"))]
             lines.append(f"| {variant['variant']} | " + " | ".join(cells) + " |")
         lines.append("")
+    if results.get("micro"):
+        lines += _micro_lines(results["micro"])
     if results.get("profiles"):
         lines += ["## Profiles of the runtime under load (py-spy)", "", *_profile_lines(results)]
     if results.get("notes"):

@@ -54,16 +54,17 @@ def _url(name: str, path: str) -> str:
     return f"http://127.0.0.1:{PORTS[name]}{path}"
 
 
-def ours(layout: Layout, name: str, service_dir: Path, extra_env: dict[str, str] | None = None) -> ServerSpec:
-    """One of our services on the runtime, as `python -m apinode serve` runs it."""
+def ours(layout: Layout, role: str, service_dir: Path, extra_env: dict[str, str] | None = None,
+         name: str | None = None) -> ServerSpec:
+    """One of our services on the runtime, as `python -m apinode serve` runs it (role: features|scoring)."""
     env = {"PYTHONPATH": str(layout.root / "services" / "apinode"), "APINODE_API_KEYS": API_KEY,
            "APINODE_LOG_LEVEL": "warning", **(extra_env or {})}
-    return ServerSpec(name, [layout.project_python, "-m", "apinode", "serve", str(service_dir),
-                             "--host", "127.0.0.1", "--port", str(PORTS[name])], _url(name, "/readyz"), env)
+    return ServerSpec(name or role, [layout.project_python, "-m", "apinode", "serve", str(service_dir),
+                                     "--host", "127.0.0.1", "--port", str(PORTS[role])], _url(role, "/readyz"), env)
 
 
 def features(layout: Layout, service_dir: Path | None = None, name: str = "features") -> ServerSpec:
-    return ours(layout, name, service_dir or layout.features_dir)
+    return ours(layout, "features", service_dir or layout.features_dir, name=name)
 
 
 def scoring(layout: Layout, remote: bool) -> ServerSpec:

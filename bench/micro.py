@@ -1,0 +1,106 @@
+"""Where a request's CPU time goes, measured in-process without the network (project venv).
+
+Calls the runtime's ASGI app and the bare reference directly with an in-memory
+request, then the pieces one by one (index, row, validation, enrichment, model,
+JSON). Prints one JSON line: microseconds per call, best of a few repeats.
+``python bench/micro.py --root REPO``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def per_call_us(function, calls: int, repeats: int = 7) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(calls):
+            function()
+        best = min(best, (time.perf_counter() - started) / calls)
+    return round(best * 1e6, 2)
+
+
+def asgi_call(app, path: str, body: bytes, headers: list[tuple[bytes, bytes]]):
+    """A function that runs one POST through ``app`` on a private event loop."""
+    loop = asyncio.new_event_loop()
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b""}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    def call():
+        sent.clear()
+        loop.run_until_complete(app(scope, receive, send))
+        if sent[0].get("status") != 200:
+            raise RuntimeError(f"{path}: {sent}")
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    root = args.root
+    sys.path[:0] = [str(root / "services" / "apinode"), str(root / "bench")]
+    import orjson
+    from apinode.app import create_app
+    from apinode.settings import load_settings
+    from bare import Bare
+
+    env = {"APINODE_API_KEYS": "bench-key", "APINODE_ENRICHMENT": "bundled"}
+    scoring = create_app(load_settings(root / "services" / "customer-scoring", env))
+    features = create_app(load_settings(root / "services" / "customer-features", env))
+    setup = asyncio.new_event_loop()
+    setup.run_until_complete(scoring.runtime.start())
+    setup.run_until_complete(features.runtime.start())
+    bare = Bare(root / "services" / "customer-scoring" / "data",
+                root / "services" / "customer-scoring" / "model" / "high-spender.onnx")
+    auth = [(b"authorization", b"Bearer bench-key"), (b"content-type", b"application/json")]
+    lookup_body = b'{"data":{"customer_id":"C0000042"}}'
+    score_body = b'{"features":{"customer_id":"C0000042"}}'
+    n = args.calls
+    figures = {
+        "app_lookup_us": per_call_us(asgi_call(features, "/public/api/v1/customer-features/demographics/lookup",
+                                               lookup_body, auth), n),
+        "bare_lookup_us": per_call_us(asgi_call(bare, "/lookup", lookup_body, []), n),
+        "app_score_us": per_call_us(asgi_call(scoring, "/public/api/v1/customer-scoring/high-spender/predict",
+                                              score_body, auth), n),
+        "bare_score_us": per_call_us(asgi_call(bare, "/score", score_body, []), n),
+    }
+    runtime = scoring.runtime
+    table = runtime.sources["demographics"].table
+    handler_features = {"customer_id": "C0000042"}
+    model, enricher = runtime.models["high-spender"], runtime.enrichers["high-spender"]
+    complete_row = dict(handler_features)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(enricher.complete([complete_row]))
+    answer = {"results": [{"data": table.row(41), "notFound": False}]}
+    feed_row = {name: complete_row[name] for name, _ in model.inputs}
+    figures.update({
+        "index_rows_us": per_call_us(lambda: table.rows("C0000042"), n * 10),
+        "table_row_us": per_call_us(lambda: table.row(41), n * 10),
+        "enrich_complete_us": per_call_us(
+            lambda: loop.run_until_complete(enricher.complete([dict(handler_features)])), n),
+        "model_predict_us": per_call_us(lambda: model.predict([feed_row]), n),
+        "bare_session_run_us": per_call_us(lambda: bare.score(score_body), n),
+        "orjson_dumps_lookup_us": per_call_us(lambda: orjson.dumps(answer), n * 10),
+        "json_dumps_lookup_us": per_call_us(lambda: json.dumps(answer).encode(), n * 10),
+        "orjson_loads_request_us": per_call_us(lambda: orjson.loads(score_body), n * 10),
+        "json_loads_request_us": per_call_us(lambda: json.loads(score_body), n * 10),
+    })
+    print("MICRO " + json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()
