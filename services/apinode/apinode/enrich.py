@@ -21,6 +21,7 @@ class _Lookup:
         self.features = tuple(f for _, f in self.columns)
         # What makes the lookup worth doing: a model input it fills, or one derived from what it fills.
         self._direct = tuple(f for f in self.features if f in inputs)
+        self.column = spec.key[0][1]
         self._derived = tuple((output, source) for output, source in steps.items() if source in self.features)
         self.source, self.remote = source, remote
 
@@ -94,6 +95,19 @@ class Enricher:
         self._allow_missing = endpoint.allow_missing_features
         self._concurrent = via_remote or any(
             lookup.source is not None and not lookup.source.in_memory for lookup in self._lookups)
+
+    async def complete_one(self, row: dict) -> None:
+        """Fill one row in place, or raise the reason it cannot be scored (the single-record path)."""
+        if self._concurrent:
+            (problem,) = await self.complete([row])
+        else:
+            for lookup in self._lookups:
+                key = lookup.key_of(row)
+                if key is not None:
+                    lookup.merge(row, key, lookup.source.rows(key[lookup.column]))
+            problem = self._finish(row)
+        if problem is not None:
+            raise problem
 
     async def complete(self, rows: list[dict]) -> list[ApiError | None]:
         """Fill ``rows`` in place; per row, None when it can be scored, else the reason it cannot.

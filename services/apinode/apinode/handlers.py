@@ -85,10 +85,8 @@ class PredictionHandler:
             raise MalformedRequest("the body must be a JSON object with 'features'",
                                    "the body must be {\"features\": {...}}")
         features = self._validate(body["features"], "features")
-        (problem,) = await self._runtime.enrichers[self.endpoint.name].complete([features])
-        if problem is not None:
-            raise problem
-        ((prediction, probas),) = self._runtime.models[self.endpoint.name].predict([features])
+        await self._runtime.enrichers[self.endpoint.name].complete_one(features)
+        prediction, probas = self._runtime.models[self.endpoint.name].predict_one(features)
         return {"result": {"prediction": prediction, "probas": probas, "ignored": False},
                 "apiContext": self._context}
 

@@ -53,9 +53,27 @@ class Model:
         self.classes = [str(c) for c in endpoint.metadata.get("classes", ["0", "1"])]
         self.input_names = frozenset(name for name, _ in self.inputs)
         self._fetch = [self._label, self._probabilities]
+        # Single-row calls reuse pre-shaped [1, 1] arrays (safe: scoring runs on the event loop thread
+        # only) and call the session's C++ run directly, skipping per-call input re-validation that
+        # the arrays, checked at start-up, do not need: together half the cost of a one-row call.
+        self._one = [(name, is_string, np.zeros((1, 1), dtype=self._dtypes[name]))
+                     for name, is_string in self.inputs]
+        self._one_feed = {name: array for name, _, array in self._one}
+        self._run = self._session._sess.run
 
     def missing(self, features: dict) -> list[str]:
         return [name for name, _ in self.inputs if features.get(name) is None]
+
+    def predict_one(self, row: dict) -> tuple[str, dict[str, float]]:
+        """``predict([row])[0]``, for the latency-critical single-record call."""
+        for name, is_string, array in self._one:
+            value = row.get(name)
+            if is_string:
+                array[0, 0] = value or ""
+            else:
+                array[0, 0] = math.nan if value is None else value
+        labels, probabilities = self._run(self._fetch, self._one_feed, None)
+        return str(labels.item(0)), dict(zip(self.classes, probabilities[0].tolist()))
 
     def predict(self, rows: Sequence[dict]) -> list[tuple[str, dict[str, float]]]:
         """(prediction, probabilities by class) for each row."""
