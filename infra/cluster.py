@@ -35,6 +35,8 @@ class ClusterArgs:
     vpc_id: pulumi.Input[str]
     public_subnet_ids: pulumi.Input[list[str]]
     private_subnet_ids: pulumi.Input[list[str]]
+    # Node ports opened to the stack's client CIDRs when services are exposed as NodePort.
+    node_ports: tuple[int, ...] = ()
 
 
 class Cluster(pulumi.ComponentResource):
@@ -72,6 +74,8 @@ class Cluster(pulumi.ComponentResource):
             public_subnet_ids=args.public_subnet_ids,
             private_subnet_ids=args.private_subnet_ids,
             node_associate_public_ip_address=False,
+            # Managed nodes then carry the EKS-created cluster security group, the one opened below.
+            skip_default_security_groups=True,
             skip_default_node_group=True,
             authentication_mode=eks.AuthenticationMode.API,
             access_entries={
@@ -95,6 +99,21 @@ class Cluster(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+
+        if settings.exposure.type == "NodePort" and args.node_ports:
+            # Managed nodes accept only their own security group; clients inside the VPC need the node ports.
+            for index, cidr in enumerate(settings.exposure.client_cidrs):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-nodeports-{index}",
+                    security_group_id=self._eks.cluster_security_group_id,
+                    description=f"{settings.name}: service NodePorts from client range {cidr}",
+                    cidr_ipv4=cidr,
+                    ip_protocol="tcp",
+                    from_port=min(args.node_ports),
+                    to_port=max(args.node_ports),
+                    tags=tags,
+                    opts=child,
+                )
 
         node_role = aws.iam.Role(
             f"{name}-node-role",

@@ -11,6 +11,7 @@ from infra.mesh import ServiceMesh, ServiceMeshArgs
 from infra.network import Network, NetworkArgs
 from infra.registry import Registry, RegistryArgs
 from infra.settings import StackSettings
+from infra.workload import NODE_PORTS
 
 
 def deploy(settings: StackSettings) -> None:
@@ -21,6 +22,7 @@ def deploy(settings: StackSettings) -> None:
         vpc_id=network.vpc_id,
         public_subnet_ids=network.public_subnet_ids,
         private_subnet_ids=network.private_subnet_ids,
+        node_ports=tuple(NODE_PORTS[service.id] for service in settings.services),
     ))
     registry = Registry("registry", RegistryArgs(settings=settings))
     images = {

@@ -99,3 +99,16 @@ def test_kubernetes_provider_uses_the_cluster_kubeconfig_as_a_secret(stack_run: 
     provider = stack_run.one("pulumi:providers:kubernetes", "cluster-k8s")
     assert "kubeconfig" in provider.secret_inputs
     assert f'"--cluster-name", "data-mesh-{stack_run.stack}"' in provider.inputs["kubeconfig"]
+
+
+def test_node_ports_open_to_client_cidrs_only_when_exposed_as_node_port(stack_run: StackRun) -> None:
+    rules = stack_run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    node_port_rules = [rule for rule in rules if "nodeports" in rule.name]
+    if stack_run.stack == "dev":
+        assert [rule.inputs["cidrIpv4"] for rule in node_port_rules] == ["10.20.0.0/16"]
+        (rule,) = node_port_rules
+        assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (30080, 30081, "tcp")
+        assert rule.inputs["securityGroupId"].startswith("sg-")
+        assert stack_run.one(CLUSTER).inputs["skipDefaultSecurityGroups"] is True
+    else:
+        assert node_port_rules == []
