@@ -3,6 +3,7 @@ wheelhouse, and both service images built for real."""
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 from pathlib import Path
 
@@ -29,19 +30,39 @@ _built: dict[str, BuiltImage] = {}
 
 @pytest.fixture(scope="session")
 def docker():
-    """The private engine: reuse one that runs, else start it and stop it (by its PID) at the end."""
-    status = subprocess.run([str(SCRIPTS / "dockerd"), "status"], capture_output=True, text=True, check=False)
-    started_here = status.returncode != 0
-    try:
-        host = run([str(SCRIPTS / "dockerd"), "start"], timeout=120).strip() if started_here else status.stdout.strip()
-    except CommandFailed as error:
-        pytest.fail(f"cannot start the private Docker engine (did scripts/system-deps run?):\n{error}")
+    """The private engine, shared by every test session on the machine that wants it.
+
+    A session holds a shared lock on the engine while it runs. The engine is started by whichever
+    session finds it stopped, and stopped (by its PID) by the last session to leave, unless a person
+    started it by hand (scripts/dockerd start), in which case it is left running."""
+    dockerd = str(SCRIPTS / "dockerd")
+    host = run([dockerd, "host"]).strip()
+    run_dir = Path(host.removeprefix("unix://")).parent
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started_by_tests = run_dir / "started-by-tests"
+    sessions = open(run_dir / "test-sessions.lock", "a")  # held open (locked) for the whole session
+    fcntl.flock(sessions, fcntl.LOCK_SH)
+    with open(run_dir / "start.lock", "a") as starting:
+        fcntl.flock(starting, fcntl.LOCK_EX)
+        if subprocess.run([dockerd, "status"], capture_output=True, check=False).returncode != 0:
+            try:
+                run([dockerd, "start"], timeout=120)
+            except CommandFailed as error:
+                pytest.fail(f"cannot start the private Docker engine (did scripts/system-deps run?):\n{error}")
+            started_by_tests.touch()
     engine = Docker(host)
     yield engine
+    try:
+        fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sessions.close()  # another session still builds or runs containers here: it cleans up
+        return
     # Only dangling layers: tagged images and the base stay for the next run's build cache.
     engine.exit_code("image", "prune", "--force")
-    if started_here:
-        run([str(SCRIPTS / "dockerd"), "stop"], timeout=120)
+    if started_by_tests.exists():
+        run([dockerd, "stop"], timeout=120)
+        started_by_tests.unlink()
+    sessions.close()
 
 
 @pytest.fixture(scope="session")

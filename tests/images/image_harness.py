@@ -120,12 +120,17 @@ def start_container(
 
 
 def fill_wheels_in_context(wheelhouse: Path) -> None:
-    """Put exactly the cached wheelhouse into images/wheels/, where the Dockerfile picks it up."""
+    """Make images/wheels/ hold exactly the cached wheelhouse, where the Dockerfile picks it up.
+    Only differences are touched, so a concurrent test session's build context stays intact."""
     WHEELS_IN_CONTEXT.mkdir(exist_ok=True)
-    for stale in WHEELS_IN_CONTEXT.glob("*.whl"):
-        stale.unlink()
-    for wheel in wheelhouse.glob("*.whl"):
-        target = WHEELS_IN_CONTEXT / wheel.name
+    wanted = {wheel.name: wheel for wheel in wheelhouse.glob("*.whl")}
+    for present in WHEELS_IN_CONTEXT.glob("*.whl"):
+        if present.name not in wanted:
+            present.unlink()
+    for name, wheel in wanted.items():
+        target = WHEELS_IN_CONTEXT / name
+        if target.exists():
+            continue
         try:
             os.link(wheel, target)
         except OSError:  # the cache may be on another filesystem than the checkout
