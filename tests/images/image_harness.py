@@ -51,7 +51,8 @@ class Docker:
     def __call__(self, *args: str, timeout: float = 900) -> str:
         return run(["docker", *args], env=self.env, timeout=timeout)
 
-    def exit_code(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def attempt(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run docker and hand back the outcome, success or not (cleanup, expected failures)."""
         return subprocess.run(
             ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
@@ -191,5 +192,5 @@ def wait_ready(docker: Docker, container: Container, deadline_s: float = 120) ->
 
 
 def logs(docker: Docker, container: Container) -> str:
-    done = docker.exit_code("logs", "--tail", "60", container.id)
+    done = docker.attempt("logs", "--tail", "60", container.id)
     return done.stdout + done.stderr

@@ -44,7 +44,7 @@ def containers(docker, images):
         yield started
     finally:
         for container in started.values():
-            docker.exit_code("rm", "--force", container.id)
+            docker.attempt("rm", "--force", container.id)
 
 
 def client(container: Container, service_id: str) -> dataikuapi.APINodeClient:
@@ -95,7 +95,7 @@ def test_a_wrong_api_key_is_refused(containers):
 @pytest.mark.parametrize("service", SERVICES)
 def test_root_filesystem_is_read_only_to_the_server(docker, containers, service):
     # The server runs and answers (tests above) although nothing but /tmp is writable.
-    refused = docker.exit_code(
+    refused = docker.attempt(
         "exec", containers[service].id, "python3", "-c", "open('/opt/apinode/service/x', 'w')"
     )
     assert refused.returncode != 0

@@ -73,7 +73,7 @@ def features(docker, images, database, secrets_dir):
         yield started
     finally:
         for container in started.values():
-            docker.exit_code("rm", "--force", container.id)
+            docker.attempt("rm", "--force", container.id)
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
