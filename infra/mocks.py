@@ -14,6 +14,7 @@ is listed in ``Captured.secret_inputs`` / ``StackRun.secret_outputs``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
@@ -399,6 +400,8 @@ def _run(stack: str, config: dict[str, str], secret_keys: frozenset[str],
 
     from infra.config import PROJECT
 
+    # A fresh loop per run: an earlier asyncio.run() in the same process leaves none (or a closed one).
+    asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = ProgramMocks(region=config.get("aws:region", "eu-west-1"))
     recorder = _RecordingMonitor(mocks)
     runtime_config.set_all_config(dict(config), sorted(secret_keys))
