@@ -21,7 +21,7 @@ from bench import peers, profile
 from bench import workloads as w
 from bench.cores import LOAD_CORE, NICE, SERVER_CORE, pinned
 from bench.load import Target, run_wrk
-from bench.procs import Server, Servers
+from bench.procs import Server, Servers, free_ports
 
 CONCURRENCIES = (1, 8, 32)
 CUSTOMERS_1M = 1_000_000
@@ -110,14 +110,14 @@ class Bench:
         mlflow_model, gap = peers.build_mlflow(data, layout.onnx_model, layout.out / "peers" / "mlflow")
         self.results["peer_model_max_abs_diff"] = gap
         print(f"  ready in {time.perf_counter() - started:.1f}s; MLflow vs ONNX max |dp| = {gap:.2e}", flush=True)
-        ours_items, mlflow_rows = w.multi_rows(layout)
+        multi_rows = w.multi_rows(layout)
 
         if "bare" in stages:
             self.run_bare()
         if "ours" in stages:
-            self.run_ours(with_profiles, ours_items)
+            self.run_ours(with_profiles, multi_rows)
         if "peers" in stages:
-            self.run_peers(feast_repo, mlflow_model, mlflow_rows)
+            self.run_peers(feast_repo, mlflow_model, multi_rows)
         if "ablation" in stages:
             self.results["ablation"] = self.ablation()
         if "micro" in stages:
@@ -261,6 +261,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     layout = w.Layout(root, out)
+    # Fresh free ports each run: fixed ones can collide with another job's servers on a shared machine.
+    w.PORTS.update(zip(w.PORTS, free_ports(len(w.PORTS))))
     bench = Bench(layout, min(args.seconds, 30.0), tuple(args.concurrency), customers=100_000)
     started = time.perf_counter()
     stages = set(args.stages.split(","))

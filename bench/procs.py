@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -16,13 +17,34 @@ import psutil
 from bench.cores import SERVER_CORE, pinned
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on now, from the kernel's ephemeral range."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerSpec:
     """How to start one server and how to tell it is ready."""
 
     name: str
     command: list[str]
-    ready_url: str  # GET, 200 when ready
+    ready_url: str  # GET, 200 when ready; http://127.0.0.1:PORT/...
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     cwd: Path | None = None
     ready_timeout: float = 120.0
@@ -33,6 +55,8 @@ class Server:
 
     def __init__(self, spec: ServerSpec, log_dir: Path) -> None:
         self.spec = spec
+        if not port_free(self.port):
+            raise RuntimeError(f"{spec.name}: port {self.port} on 127.0.0.1 is taken by another process")
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{spec.name}.log"
         self._log = self.log_path.open("wb")
@@ -42,6 +66,20 @@ class Server:
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.ready_seconds = self._wait_ready(started)
 
+    @property
+    def port(self) -> int:
+        return int(self.spec.ready_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+
+    def _listening(self) -> bool:
+        """True when our own process tree holds the listening socket (not some other server)."""
+        for process in self._tree():
+            try:
+                if any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in process.net_connections()):
+                    return True
+            except psutil.Error:
+                pass
+        return False
+
     def _wait_ready(self, started: float) -> float:
         deadline = started + self.spec.ready_timeout
         while time.perf_counter() < deadline:
@@ -49,7 +87,7 @@ class Server:
                 raise RuntimeError(f"{self.spec.name} exited with {self.process.returncode}; see {self.log_path}")
             try:
                 with urllib.request.urlopen(self.spec.ready_url, timeout=1) as answer:
-                    if answer.status == 200:
+                    if answer.status == 200 and self._listening():
                         return time.perf_counter() - started
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass

@@ -131,24 +131,14 @@ def chain_urls() -> tuple[str, str]:
     return _url("feast", "/get-online-features"), _url("mlflow", "/invocations")
 
 
-def multi_rows(layout: Layout, seed: int = 7) -> tuple[list[dict], list[dict]]:
-    """The same 100 customers as our items and as MLflow's rows (the 11 model inputs each).
-
-    Our items also carry birthdate and signup_date: the runtime looks a row up when an input of a
-    derived feature is absent even if the derived feature was sent (reported to the runtime).
-    """
+def multi_rows(layout: Layout, seed: int = 7) -> list[dict]:
+    """The same 100 customers for both sides: the 11 model inputs of each, nothing to look up."""
     data = layout.scoring_dir / "data"
     demographics, behavior = read_table(data / "demographics.npz"), read_table(data / "behavior.npz")
     rows = np.random.default_rng(seed).choice(len(demographics["customer_id"]), MULTI_ROWS, replace=False)
     frame = model_frame(demographics, behavior).iloc[rows]
-    records = []
-    for record in frame.to_dict(orient="records"):
-        records.append({name: (int(value) if name in INTEGER_FEATURES else
-                               float(value) if isinstance(value, float) else value)
-                        for name, value in record.items()})
-    ours_items = [{**record, "birthdate": str(demographics["birthdate"][row]),
-                   "signup_date": str(demographics["signup_date"][row])} for record, row in zip(records, rows)]
-    return ours_items, records
+    return [{name: (int(value) if name in INTEGER_FEATURES else float(value) if isinstance(value, float) else value)
+             for name, value in record.items()} for record in frame.to_dict(orient="records")]
 
 
 def multi_ours(items: list[dict]) -> Target:
