@@ -20,7 +20,7 @@ import pytest
 
 from tests.reliability import rawhttp
 from tests.reliability.loadgen import Load, describe
-from tests.reliability.servers import API_KEY, SCORING_DIR, Service, clean_env, remote_env
+from tests.reliability.servers import API_KEY, FEATURES_DIR, SCORING_DIR, Service, clean_env, remote_env
 
 # The grace the test gives the server on top of its own drain; generous so a loaded CI box passes.
 EXIT_BOUND_SECONDS = 30.0
@@ -108,3 +108,32 @@ def test_scoring_with_remote_enrichment_drains_on_sigterm_under_load(features, g
                  name="drain-scoring").start() as scoring:
         held_call = golden.predict_multi(size=100)(random.Random(2))
         asyncio.run(drain_under_load(scoring, golden.scoring_calls(), held_call))
+
+
+@pytest.mark.timeout(120)
+def test_drain_delay_keeps_serving_while_readiness_says_go_away(golden, log_dir):
+    """With APINODE_DRAIN_DELAY_SECONDS, SIGTERM first turns /readyz to 503 and keeps answering
+    (so a load balancer can take the pod out), then refuses new connections and exits 0."""
+    delay = 3.0
+    env = clean_env(APINODE_DRAIN_DELAY_SECONDS=str(delay))
+    with Service(FEATURES_DIR, env, log_dir=log_dir, name="drain-delay-features").start() as service:
+        async def scenario():
+            load = Load(service.url, golden.features_calls(), workers=4, api_key=API_KEY, timeout=20)
+            running = asyncio.create_task(load.run(60))
+            await asyncio.sleep(1.0)
+            signalled_at = time.monotonic() - load.origin
+            service.signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            async with httpx.AsyncClient(timeout=10) as fresh:
+                ready = await fresh.get(service.url + "/readyz")
+            await asyncio.sleep(delay)
+            load.stop()
+            return await running, signalled_at, ready
+        outcomes, signalled_at, ready = asyncio.run(scenario())
+        code = service.wait_exit(EXIT_BOUND_SECONDS)
+    assert ready.status_code == 503 and "drain" in ready.text, f"/readyz while draining: {ready.status_code} {ready.text}"
+    during = [o for o in outcomes if signalled_at + 0.2 < o.started < signalled_at + delay - 0.5]
+    assert len(during) > 10 and all(o.ok for o in during), "during the drain delay:\n" + describe(during)
+    problems = judge_after_signal(outcomes, signalled_at)
+    assert not problems, "\n".join(problems[:10])
+    assert code == 0, f"exit code {code} after SIGTERM with a drain delay:\n{service.log_tail()}"

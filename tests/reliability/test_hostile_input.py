@@ -53,8 +53,11 @@ def assert_clear_error(response: httpx.Response | rawhttp.RawResponse, statuses:
     status = response.status_code if isinstance(response, httpx.Response) else response.status
     body = response.content if isinstance(response, httpx.Response) else response.body
     assert status in statuses, f"{what}: HTTP {status} (expected {statuses}): {body[:300]!r}"
-    payload = json.loads(body)
-    assert payload.get("errorType") and payload.get("message"), f"{what}: unclear error body {payload}"
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise AssertionError(f"{what}: HTTP {status} with a body that is not JSON: {body[:200]!r}") from None
+    assert isinstance(payload, dict) and payload.get("errorType") and payload.get("message"), f"{what}: unclear error body {payload}"
     return payload
 
 
@@ -296,3 +299,44 @@ def test_slow_partial_requests_get_a_bounded_answer_and_do_not_block_others(kind
             if status == 408:
                 assert b"errorType" in data, f"{kind}: 408 without a clear body: {data[:300]!r}"
     assert httpx.get(f"{features.url}/readyz", timeout=5).status_code == 200
+
+
+# Connection limit ---------------------------------------------------------------------------
+
+CROWD_LIMIT = 20
+
+
+@pytest.fixture
+def crowded(golden, log_dir):
+    """customer-features with a small connection limit, and as many silent connections as it allows."""
+    env = clean_env(APINODE_MAX_CONNECTIONS=str(CROWD_LIMIT), **LIMITS)
+    with Service(FEATURES_DIR, env, log_dir=log_dir, name="crowded-features").start() as service:
+        crowd = [rawhttp.connect(service.port) for _ in range(CROWD_LIMIT)]
+        try:
+            time.sleep(0.5)
+            yield service
+        finally:
+            for sock in crowd:
+                sock.close()
+
+
+@pytest.mark.timeout(60)
+def test_refusal_at_the_connection_limit_is_a_clear_json_503(crowded, golden):
+    response = post(crowded, LOOKUP, json.dumps({"data": {"customer_id": golden.ids[0]}}).encode())
+    if response.status_code != 200:
+        assert_clear_error(response, (503,), f"a caller beyond {CROWD_LIMIT} connections")
+
+
+@pytest.mark.timeout(60)
+def test_silent_connections_at_the_limit_do_not_lock_callers_out(crowded, golden):
+    """Connections that never send a request must be closed, or they are a denial of service."""
+    body = json.dumps({"data": {"customer_id": golden.ids[0]}}).encode()
+    deadline = time.monotonic() + ANSWER_BOUND + 5
+    statuses = []
+    while time.monotonic() < deadline:
+        statuses.append(post(crowded, LOOKUP, body).status_code)
+        if statuses[-1] == 200:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{CROWD_LIMIT} silent connections locked every other caller out for {ANSWER_BOUND + 5:.0f}s "
+                f"(answers: {sorted(set(statuses))})")
