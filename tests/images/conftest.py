@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from image_harness import (
     REPO,
     SERVICES,
@@ -40,29 +39,29 @@ def docker():
     run_dir = Path(host.removeprefix("unix://")).parent
     run_dir.mkdir(parents=True, exist_ok=True)
     started_by_tests = run_dir / "started-by-tests"
-    sessions = open(run_dir / "test-sessions.lock", "a")  # held open (locked) for the whole session
-    fcntl.flock(sessions, fcntl.LOCK_SH)
-    with open(run_dir / "start.lock", "a") as starting:
-        fcntl.flock(starting, fcntl.LOCK_EX)
-        if subprocess.run([dockerd, "status"], capture_output=True, check=False).returncode != 0:
-            try:
-                run([dockerd, "start"], timeout=120)
-            except CommandFailed as error:
-                pytest.fail(f"cannot start the private Docker engine (did scripts/system-deps run?):\n{error}")
-            started_by_tests.touch()
-    engine = Docker(host)
-    yield engine
-    try:
-        fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        sessions.close()  # another session still builds or runs containers here: it cleans up
-        return
-    # Only dangling layers: tagged images and the base stay for the next run's build cache.
-    engine.attempt("image", "prune", "--force")
-    if started_by_tests.exists():
-        run([dockerd, "stop"], timeout=120)
-        started_by_tests.unlink()
-    sessions.close()
+    with open(run_dir / "test-sessions.lock", "a") as sessions:
+        fcntl.flock(sessions, fcntl.LOCK_SH)
+        with open(run_dir / "start.lock", "a") as starting:
+            fcntl.flock(starting, fcntl.LOCK_EX)
+            if subprocess.run([dockerd, "status"], capture_output=True, check=False).returncode != 0:
+                try:
+                    run([dockerd, "start"], timeout=120)
+                except CommandFailed as error:
+                    pytest.fail(
+                        f"cannot start the private Docker engine (did scripts/system-deps run?):\n{error}"
+                    )
+                started_by_tests.touch()
+        engine = Docker(host)
+        yield engine
+        try:
+            fcntl.flock(sessions, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another session still builds or runs containers here: it cleans up
+        # Only dangling layers: tagged images and the base stay for the next run's build cache.
+        engine.attempt("image", "prune", "--force")
+        if started_by_tests.exists():
+            run([dockerd, "stop"], timeout=120)
+            started_by_tests.unlink()
 
 
 @pytest.fixture(scope="session")

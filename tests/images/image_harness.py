@@ -20,6 +20,16 @@ WHEELS_IN_CONTEXT = REPO / "images" / "wheels"
 IMAGE_APP_DIR = "/opt/apinode"
 IMAGE_SERVICE_DIR = f"{IMAGE_APP_DIR}/service"
 NON_ROOT = "10001:10001"
+# docker run flags matching the Deployment's pod: host network (the server binds 127.0.0.1),
+# numeric non-root user, read-only root with a tmpfs /tmp, no capabilities, no privilege gain.
+POD_LIKE = (
+    "--network=host",
+    f"--user={NON_ROOT}",
+    "--read-only",
+    "--tmpfs=/tmp",
+    "--cap-drop=ALL",
+    "--security-opt=no-new-privileges",
+)
 MIB = 1024 * 1024
 
 
@@ -99,20 +109,17 @@ def free_port(taken: set[int]) -> int:
 
 
 def start_container(
-    docker: Docker, image_ref: str, name: str, port: int, env: dict[str, str], api_key: str,
+    docker: Docker,
+    image_ref: str,
+    name: str,
+    port: int,
+    env: dict[str, str],
+    api_key: str,
     mounts: tuple[str, ...] = (),
 ) -> Container:
-    """A container run the way the Deployment runs the pod: host network but bound to 127.0.0.1,
-    numeric non-root user, read-only root with a tmpfs /tmp, no capabilities, no privilege gain.
+    """A container run the way the Deployment runs the pod (POD_LIKE), on 127.0.0.1:port.
     mounts are docker --volume specifications (read-only Secret files, say)."""
-    argv = [
-        "run", "--detach",
-        "--network", "host",
-        "--user", NON_ROOT,
-        "--read-only", "--tmpfs", "/tmp",
-        "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-    ]
+    argv = ["run", "--detach", *POD_LIKE]
     for variable, value in {"APINODE_HOST": "127.0.0.1", "APINODE_PORT": str(port), **env}.items():
         argv += ["--env", f"{variable}={value}"]
     for mount in mounts:
@@ -151,8 +158,13 @@ def build(docker: Docker, ref: str, args: dict[str, str], *extra: str) -> float:
 
 def build_dependencies(docker: Docker, base_ref: str) -> None:
     """The dependency stage alone, tagged so that pruning dangling images keeps it as build cache."""
-    build(docker, "mesh/apinode-dependencies:test", {"BASE_IMAGE": base_ref, "PIP_NO_INDEX": "1"},
-          "--target", "dependencies")
+    build(
+        docker,
+        "mesh/apinode-dependencies:test",
+        {"BASE_IMAGE": base_ref, "PIP_NO_INDEX": "1"},
+        "--target",
+        "dependencies",
+    )
 
 
 def build_image(docker: Docker, service: str | None, base_ref: str, build_args: dict[str, str]) -> BuiltImage:

@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from image_harness import (
     IMAGE_APP_DIR,
     IMAGE_SERVICE_DIR,
@@ -61,7 +60,9 @@ def test_own_layers_fit_the_budget(images, service):
 @pytest.mark.parametrize("service", SERVICES)
 def test_image_holds_only_its_own_service_folder(docker, images, service):
     files = image_files(docker, images[service].ref)
-    in_service = {os.path.relpath(f, IMAGE_SERVICE_DIR) for f in files if f.startswith(IMAGE_SERVICE_DIR + "/")}
+    in_service = {
+        os.path.relpath(f, IMAGE_SERVICE_DIR) for f in files if f.startswith(IMAGE_SERVICE_DIR + "/")
+    }
     assert in_service == source_files(service)
     assert "service.yaml" in in_service
     # Nothing of the other service anywhere: its definition, its data, its model.

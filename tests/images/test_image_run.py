@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataikuapi
 import httpx
 import pytest
-
 from image_harness import SERVICES, Container, free_port, logs, start_container, wait_ready
 
 pytestmark = pytest.mark.docker
@@ -59,7 +58,9 @@ def test_ready_and_alive(containers, name):
 
 
 def score(container: Container) -> dict:
-    return client(container, "customer-scoring").predict_record("high-spender", {"customer_id": CUSTOMER})["result"]
+    return client(container, "customer-scoring").predict_record("high-spender", {"customer_id": CUSTOMER})[
+        "result"
+    ]
 
 
 def test_scoring_scores_a_customer_by_id_alone(containers):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataikuapi
 import pytest
-
 from image_harness import Container, free_port, start_container, wait_ready
+
 from tests.pgcluster import PgCluster, available
 from tests.reliability.pgdata import load_feature_tables
 
@@ -30,7 +30,9 @@ def database():
         pytest.skip(reason)
     with PgCluster() as db:
         load_feature_tables(db)
-        db.execute("UPDATE demographics SET region = %s WHERE customer_id = %s", (MARKED_REGION, MARKED_CUSTOMER))
+        db.execute(
+            "UPDATE demographics SET region = %s WHERE customer_id = %s", (MARKED_REGION, MARKED_CUSTOMER)
+        )
         yield db
 
 
@@ -65,7 +67,12 @@ def features(docker, images, database, secrets_dir):
             "APINODE_SQL_MODE": "cached",
         }
         started["sql"] = start_container(
-            docker, ref, "features-sql", free_port(ports), sql_env, API_KEY,
+            docker,
+            ref,
+            "features-sql",
+            free_port(ports),
+            sql_env,
+            API_KEY,
             mounts=(f"{secrets_dir}:{SECRETS_DIR}:ro",),
         )
         for container in started.values():
