@@ -44,11 +44,15 @@ class PrefixedIntIndex:
             return None
         if prefix and np.any(chars[:, : len(prefix)] != np.array(list(prefix))):
             return None
-        digits = chars[:, len(prefix): width].view(np.uint32) - ord("0")
-        if np.any(digits > 9):
-            return None
-        powers = 10 ** np.arange(width - len(prefix) - 1, -1, -1, dtype=np.int64)
-        return cls(prefix, width, digits.astype(np.int64) @ powers)
+        # Digit by digit: temporaries of one column each, not a (rows x digits) int64 matrix.
+        numbers = np.zeros(len(keys), dtype=np.int64)
+        for position in range(len(prefix), width):
+            digit = chars[:, position].view(np.uint32).astype(np.int64) - ord("0")
+            if np.any((digit < 0) | (digit > 9)):
+                return None
+            numbers *= 10
+            numbers += digit
+        return cls(prefix, width, numbers)
 
     def _number(self, key: object) -> int | None:
         if type(key) is not str or len(key) != self.width or not key.startswith(self.prefix):

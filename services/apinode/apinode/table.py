@@ -21,9 +21,10 @@ class TableError(ValueError):
 
 def _date_getter(values: np.ndarray) -> Callable[[int], str | None]:
     """Dates kept as int32 days (4 bytes a row instead of 40) and formatted on the way out."""
-    days = values.astype("datetime64[D]").astype(np.int64)
-    missing = np.isnat(values.astype("datetime64[D]"))
-    compact = days.astype(np.int32) if not missing.any() else days
+    dates = values.astype("datetime64[D]")
+    missing = np.isnat(dates)
+    days = dates.view(np.int64)
+    compact = days if missing.any() else days.astype(np.int32)
     if missing.any():
         return lambda row: None if missing[row] else dt.date.fromordinal(int(compact[row]) + _EPOCH_ORDINAL).isoformat()
     fromordinal, item = dt.date.fromordinal, compact.item
