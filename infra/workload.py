@@ -159,15 +159,16 @@ def autoscaled(service: ServiceSettings) -> bool:
 
 
 def deployment_spec(*, service: ServiceSettings, labels: Mapping[str, str], pod: dict[str, Any],
-                    config_checksum: str) -> dict[str, Any]:
+                    config_checksum: str, secrets_checksum: pulumi.Input[str] = "") -> dict[str, Any]:
     """Rolling updates that never go below the desired count; the HPA owns replicas when present."""
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(service.id)},
         "revisionHistoryLimit": 5,
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
-            # A settings change rolls the pods (they read their settings at start).
-            "metadata": {"labels": dict(labels), "annotations": {"checksum/config": config_checksum}},
+            # A settings or secret change rolls the pods (they read both at start).
+            "metadata": {"labels": dict(labels), "annotations": {
+                "checksum/config": config_checksum, "checksum/secrets": secrets_checksum}},
             "spec": pod,
         },
     }
@@ -290,11 +291,16 @@ class Workload(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 additional_secret_outputs=["data", "stringData"])))
 
+        # Safe to show: one digest over all of the workload's secrets, generated API keys included,
+        # so it cannot be reversed to any of them; it changes when any secret is rotated.
+        secrets_checksum = pulumi.Output.unsecret(pulumi.Output.all(*secret_values.values()).apply(
+            lambda values: hashlib.sha256("\0".join(values).encode()).hexdigest()))
         pod = pod_spec(service=service, image=args.image, config_map=f"{sid}-config", secret=f"{sid}-secrets",
                        has_upstream=args.upstream is not None)
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=meta(sid),
-            spec=deployment_spec(service=service, labels=labels, pod=pod, config_checksum=checksum),
+            spec=deployment_spec(service=service, labels=labels, pod=pod, config_checksum=checksum,
+                                 secrets_checksum=secrets_checksum),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[account, config, secret])))
 
         spec, annotations = service_spec(service, args.exposure)
