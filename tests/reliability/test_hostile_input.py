@@ -29,7 +29,7 @@ LIMITS = {
     "APINODE_REQUEST_TIMEOUT_SECONDS": "5",
 }
 # How long a misbehaving caller may hold on before the server must have answered or closed.
-ANSWER_BOUND = BODY_TIMEOUT + 10.0
+ANSWER_BOUND = BODY_TIMEOUT + 6.0
 LOOKUP = f"{API}/{FEATURES}/demographics/lookup"
 LOOKUP_MULTI = f"{API}/{FEATURES}/demographics/lookup-multi"
 PREDICT = f"{API}/{SCORING}/high-spender/predict"

@@ -1,4 +1,5 @@
-"""customer-features on PostgreSQL, under load, while the database is stopped and started.
+"""customer-features on PostgreSQL, under load, while the database is stopped (connections refused)
+or frozen (SIGSTOP: connections accepted, never answered), then back.
 
 Cached: every answer stays right (stale data), the staleness is reported (header and metric),
 and it clears by itself. Live: a clear 503 within the timeout during the outage, then recovery
@@ -8,7 +9,10 @@ without restarting the service.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +26,48 @@ pytestmark = pytest.mark.postgres
 SQL_TIMEOUT = 1.0
 REQUEST_TIMEOUT = 3.0
 MARGIN = 4.0  # a loaded 2-core box; not a performance bound
-BOUND = 30.0  # for background effects: a refresh noticing the outage, a reconnection
+BOUND = 20.0  # for background effects: a refresh noticing the outage, a reconnection
+
+
+def postgres_pids(db: PgCluster) -> list[int]:
+    """The postmaster of our throwaway cluster and its children (backends, background workers)."""
+    master = int((db.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == master:
+                children.append(int(entry.name))
+    return [master, *children]
+
+
+class Outage:
+    """Stopped: the database shuts down (connections refused). Frozen: every PostgreSQL process is
+    stopped with SIGSTOP, so connections are accepted and queries sent but nothing ever answers."""
+
+    def __init__(self, db: PgCluster, kind: str) -> None:
+        self.db, self.kind, self.frozen = db, kind, []
+
+    def begin(self) -> None:
+        if self.kind == "stopped":
+            self.db.stop()
+            return
+        self.frozen = postgres_pids(self.db)
+        for pid in self.frozen:
+            os.kill(pid, signal.SIGSTOP)
+
+    def end(self) -> None:
+        if self.kind == "stopped":
+            self.db.start()
+            return
+        for pid in self.frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture(scope="module")
@@ -59,21 +104,24 @@ async def wait_for(condition, what: str) -> float:
 
 
 @pytest.mark.timeout(240)
-def test_cached_source_serves_stale_data_through_a_database_outage(database, golden, log_dir):
+@pytest.mark.parametrize("kind", ["stopped", "frozen"])
+def test_cached_source_serves_stale_data_through_a_database_outage(kind, database, golden, log_dir):
+    outage = Outage(database, kind)
+
     async def scenario(service: Service):
         load = Load(service.url, golden.features_calls(), workers=6, api_key=API_KEY, timeout=30)
         running = asyncio.create_task(load.run(150))
         clock = lambda: time.monotonic() - load.origin  # noqa: E731
         try:
             await asyncio.sleep(2.0)
-            await asyncio.to_thread(database.stop)
+            await asyncio.to_thread(outage.begin)
             await wait_for(lambda: stale_tables(service) == {"demographics", "behavior"},
                            "/metrics reports both tables stale while the database is down")
             stale_since = clock()
             await asyncio.sleep(2.0)
         finally:
             restart_at = clock()
-            await asyncio.to_thread(database.start)
+            await asyncio.to_thread(outage.end)
         await wait_for(lambda: not stale_tables(service), "the staleness clears once the database is back")
         fresh_since = clock()
         await asyncio.sleep(2.0)
@@ -92,7 +140,10 @@ def test_cached_source_serves_stale_data_through_a_database_outage(database, gol
 
 
 @pytest.mark.timeout(240)
-def test_live_source_answers_503_during_a_database_outage_then_recovers(database, golden, log_dir):
+@pytest.mark.parametrize("kind", ["stopped", "frozen"])
+def test_live_source_answers_503_during_a_database_outage_then_recovers(kind, database, golden, log_dir):
+    outage = Outage(database, kind)
+
     async def scenario(service: Service):
         load = Load(service.url, golden.features_calls(), workers=6, api_key=API_KEY, timeout=30)
         running = asyncio.create_task(load.run(150))
@@ -100,10 +151,10 @@ def test_live_source_answers_503_during_a_database_outage_then_recovers(database
         try:
             await asyncio.sleep(2.0)
             down_at = clock()
-            await asyncio.to_thread(database.stop)
+            await asyncio.to_thread(outage.begin)
             await asyncio.sleep(4.0)
         finally:
-            await asyncio.to_thread(database.start)
+            await asyncio.to_thread(outage.end)
         up_at = clock()
 
         def recovered() -> bool:
