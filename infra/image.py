@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pulumi_docker as docker
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "images/Dockerfile"
+# Per-service build contexts, relative to the project directory (gitignored).
+CONTEXTS = "build/image-contexts"
 PLATFORM = "linux/amd64"
 _SKIPPED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 _SKIPPED_SUFFIXES = {".pyc", ".pyo"}
@@ -43,6 +46,26 @@ def content_hash(service_id: str, root: Path = ROOT) -> str:
     return digest.hexdigest()
 
 
+def stage_context(service_id: str, root: Path = ROOT) -> str:
+    """Copy exactly the service's build inputs into a build context of its own; returns its relative path.
+
+    The Docker provider rebuilds an image whenever its build context changes. With the repository
+    root as context, a change to one service would rebuild (and, in prod, fail to re-push under its
+    immutable tag) the other one too; a context holding only the service's own inputs cannot.
+    """
+    relative = f"{CONTEXTS}/{service_id}"
+    target = root / relative
+    shutil.rmtree(target, ignore_errors=True)
+    for path in build_inputs(service_id, root):
+        if path.exists():
+            destination = target / path.relative_to(root)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+    # The Dockerfile copies a wheelhouse for offline builds; real builds install from the index.
+    (target / "images" / "wheels").mkdir(parents=True, exist_ok=True)
+    return relative
+
+
 def image_tag(version: str, service_id: str, root: Path = ROOT) -> str:
     """``<version>-<12 hex of the content hash>``: readable, and new whenever the content changes."""
     return f"{version}-{content_hash(service_id, root)[:12]}"
@@ -68,6 +91,7 @@ class ServiceImage(pulumi.ComponentResource):
         super().__init__("mesh:infra:ServiceImage", name, None, opts)
         child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=self))
         revision = content_hash(args.service_id)
+        context = stage_context(args.service_id)
         tag = f"{args.version}-{revision[:12]}"
         token = aws.ecr.get_authorization_token_output(
             registry_id=args.registry_id, opts=pulumi.InvokeOutputOptions(parent=self))
@@ -77,8 +101,8 @@ class ServiceImage(pulumi.ComponentResource):
             # Paths relative to the project directory (where Pulumi runs the program), so the
             # resource's inputs are the same on every machine.
             build=docker.DockerBuildArgs(
-                context=".",
-                dockerfile=DOCKERFILE,
+                context=context,
+                dockerfile=f"{context}/{DOCKERFILE}",
                 platform=PLATFORM,
                 args={"SERVICE": args.service_id, "VERSION": args.version, "REVISION": revision},
             ),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infra.config import SERVICE_IDS
-from infra.image import content_hash, image_tag
+from infra.image import build_inputs, content_hash, image_tag, stage_context
 from infra.mocks import StackRun
 
 IMAGE = "docker:index/image:Image"
@@ -33,8 +33,8 @@ def test_one_image_per_service_pushed_to_its_own_repository(stack_run: StackRun)
 def test_build_uses_the_shared_dockerfile_for_amd64_with_service_args(stack_run: StackRun) -> None:
     for service_id, image in _images(stack_run).items():
         build = image.inputs["build"]
-        assert build["context"] == "."
-        assert build["dockerfile"] == "images/Dockerfile"
+        assert build["context"] == f"build/image-contexts/{service_id}"
+        assert build["dockerfile"] == f"build/image-contexts/{service_id}/images/Dockerfile"
         assert build["platform"] == "linux/amd64"
         assert build["args"] == {"SERVICE": service_id, "VERSION": "1.0.0", "REVISION": content_hash(service_id)}
 
@@ -104,3 +104,32 @@ def test_content_hash_ignores_bytecode_caches(source_tree: Path) -> None:
 def test_tag_is_version_then_content(source_tree: Path) -> None:
     assert image_tag("2.3.4", "customer-features", source_tree) == \
         f"2.3.4-{content_hash('customer-features', source_tree)[:12]}"
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_each_image_builds_from_a_context_holding_only_its_own_inputs(source_tree: Path) -> None:
+    contexts = {sid: source_tree / stage_context(sid, source_tree) for sid in SERVICE_IDS}
+    features = _tree(contexts["customer-features"])
+    assert set(features) == {p.relative_to(source_tree).as_posix() for p in build_inputs("customer-features",
+                                                                                          source_tree)}
+    assert not any("customer-scoring" in path for path in features)
+    assert (contexts["customer-features"] / "images" / "wheels").is_dir()
+    # A change to the other service leaves this context byte for byte as it was: no rebuild, no re-push.
+    (source_tree / "services/customer-scoring/service.yaml").write_text("id: customer-scoring\nv: 2\n")
+    (source_tree / "services/customer-scoring/model.onnx").write_bytes(b"new")
+    assert _tree(source_tree / stage_context("customer-features", source_tree)) == features
+    assert "services/customer-scoring/model.onnx" in _tree(source_tree / stage_context("customer-scoring",
+                                                                                      source_tree))
+
+
+def test_staging_again_drops_files_deleted_from_the_service(source_tree: Path) -> None:
+    extra = source_tree / "services/customer-features/data.npz"
+    extra.write_bytes(b"rows")
+    assert "services/customer-features/data.npz" in _tree(source_tree / stage_context("customer-features",
+                                                                                     source_tree))
+    extra.unlink()
+    assert "services/customer-features/data.npz" not in _tree(
+        source_tree / stage_context("customer-features", source_tree))
