@@ -90,3 +90,19 @@ def test_sigint_stops_at_once_with_code_0(fixture_services):
         assert server.wait_exit(15) == 0, server.log()
     finally:
         server.stop()
+
+
+def test_frozen_features_service_times_out_into_a_503_and_recovers(fixture_services):
+    with ApiNodeProcess(fixture_services["customer-features"]).start() as features:
+        env = server_env(APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features.url,
+                         APINODE_FEATURES_API_KEY=API_KEY)
+        with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as scoring:
+            expected = predict(scoring).json()["result"]
+            features.process.send_signal(signal.SIGSTOP)
+            try:
+                response = predict(scoring, timeout=15)
+            finally:
+                features.process.send_signal(signal.SIGCONT)
+            assert response.status_code == 503
+            assert "no answer within 1s" in response.json()["detailedMessage"]
+            assert predict(scoring).json()["result"] == expected

@@ -98,6 +98,8 @@ def _remote(name: str, reader: _Reader, env: Mapping[str, str]) -> RemoteSpec:
     url = env.get(url_env) if url_env and env.get(url_env) else reader.get("url", str, None)
     if not url:
         reader.fail(f"{reader.path}.url", f"required (or set {url_env or 'url_env'})")
+    if not url.startswith("http://"):
+        reader.fail(f"{reader.path}.url", f"only http:// URLs are supported (in-cluster traffic), got {url!r}")
     key_env = reader.get("api_key_env", str, None)
     return RemoteSpec(
         name=name,

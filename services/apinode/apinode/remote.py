@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 
-import httpx
 import orjson
 
 from .definition import RemoteSpec
 from .errors import SourceUnavailable
+from .httpclient import HttpError, HttpPool
 
 
 class RemoteService:
@@ -17,39 +17,33 @@ class RemoteService:
     def __init__(self, spec: RemoteSpec) -> None:
         self.spec = spec
         token = base64.b64encode(f"{spec.api_key or ''}:".encode()).decode()
-        self._client = httpx.AsyncClient(
-            base_url=f"{spec.url}/public/api/v1/{spec.name}/",
-            headers={"authorization": f"Basic {token}", "content-type": "application/json"},
-            timeout=httpx.Timeout(spec.timeout_seconds),
-            limits=httpx.Limits(max_connections=spec.max_connections,
-                                max_keepalive_connections=spec.max_connections),
-        )
+        self._client = HttpPool(f"{spec.url}/public/api/v1/{spec.name}",
+                                {"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+                                spec.max_connections, spec.timeout_seconds)
         self.failures = 0
         self.last_error: str | None = None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def rows_many(self, endpoint: str, keys: list[dict]) -> list[list[dict]]:
         """For each key mapping, the matching rows (empty when the remote reports notFound)."""
         single = len(keys) == 1
         body = {"data": keys[0]} if single else {"items": [{"data": key} for key in keys]}
-        path = f"{endpoint}/lookup" if single else f"{endpoint}/lookup-multi"
+        path = f"/{endpoint}/lookup" if single else f"/{endpoint}/lookup-multi"
         name = f"{self.spec.name}/{endpoint}"
         try:
-            response = await self._client.post(path, content=orjson.dumps(body))
-        except httpx.TimeoutException:
-            raise self._down(name, f"no answer within {self.spec.timeout_seconds:g}s") from None
-        except httpx.HTTPError as error:
-            raise self._down(name, f"unreachable ({type(error).__name__})") from None
-        if response.status_code != 200:
+            status, content = await self._client.post(path, orjson.dumps(body))
+        except HttpError as error:
+            raise self._down(name, str(error)) from None
+        if status != 200:
             try:
-                reason = orjson.loads(response.content).get("message", "")
+                reason = orjson.loads(content).get("message", "")
             except (orjson.JSONDecodeError, AttributeError):
                 reason = ""
-            raise self._down(name, f"answered HTTP {response.status_code} {reason}".rstrip())
+            raise self._down(name, f"answered HTTP {status} {reason}".rstrip())
         try:
-            results = orjson.loads(response.content)["results"]
+            results = orjson.loads(content)["results"]
             rows = [[] if result.get("notFound") else [result["data"]] for result in results]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise self._down(name, "answered with an unexpected body") from None
