@@ -15,8 +15,15 @@ BLOCKED_AFTER_SECONDS = 5.0
 @contextlib.asynccontextmanager
 async def bystander(base_url: str, calls, api_key: str, workers: int = 2) -> AsyncIterator[Load]:
     """Run ``calls`` in the background; on exit assert every answer was right and none was blocked."""
-    load = Load(base_url, calls, workers=workers, api_key=api_key, timeout=BLOCKED_AFTER_SECONDS * 4,
-                pause=0.01, seed=80)
+    load = Load(
+        base_url,
+        calls,
+        workers=workers,
+        api_key=api_key,
+        timeout=BLOCKED_AFTER_SECONDS * 4,
+        pause=0.01,
+        seed=80,
+    )
     running = asyncio.create_task(load.run(600))
     try:
         yield load

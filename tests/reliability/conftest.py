@@ -23,9 +23,12 @@ def sample() -> list[str]:
 @pytest.fixture(scope="session")
 def golden(sample: list[str], log_dir: Path) -> Golden:
     """Right answers from healthy services: bundled features, and scoring with bundled enrichment."""
-    with Service(FEATURES_DIR, clean_env(), log_dir=log_dir, name="golden-features").start() as features, \
-            Service(SCORING_DIR, clean_env(APINODE_ENRICHMENT="bundled"), log_dir=log_dir,
-                    name="golden-scoring").start() as scoring:
+    with (
+        Service(FEATURES_DIR, clean_env(), log_dir=log_dir, name="golden-features").start() as features,
+        Service(
+            SCORING_DIR, clean_env(APINODE_ENRICHMENT="bundled"), log_dir=log_dir, name="golden-scoring"
+        ).start() as scoring,
+    ):
         return Golden(sample).fetch_lookups(features.url, API_KEY).fetch_predictions(scoring.url, API_KEY)
 
 
@@ -46,6 +49,7 @@ def shared_features(log_dir: Path):
 @pytest.fixture(scope="module")
 def shared_scoring(log_dir: Path):
     """One customer-scoring with bundled enrichment for a module of tests that do not stop it."""
-    with Service(SCORING_DIR, clean_env(APINODE_ENRICHMENT="bundled"), log_dir=log_dir,
-                 name="shared-scoring").start() as service:
+    with Service(
+        SCORING_DIR, clean_env(APINODE_ENRICHMENT="bundled"), log_dir=log_dir, name="shared-scoring"
+    ).start() as service:
         yield service

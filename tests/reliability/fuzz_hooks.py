@@ -18,9 +18,14 @@ def dataiku_error_body(ctx, response, case):
     try:
         body = json.loads(response.content)
     except ValueError:
-        raise AssertionError(f"HTTP {response.status_code} with a body that is not JSON: {response.content[:200]!r}")
-    missing = [k for k in ("errorType", "message", "detailedMessage")
-               if not isinstance(body, dict) or not isinstance(body.get(k), str) or not body.get(k)]
+        raise AssertionError(
+            f"HTTP {response.status_code} with a body that is not JSON: {response.content[:200]!r}"
+        ) from None
+    missing = [
+        k
+        for k in ("errorType", "message", "detailedMessage")
+        if not isinstance(body, dict) or not isinstance(body.get(k), str) or not body.get(k)
+    ]
     if missing:
         raise AssertionError(f"HTTP {response.status_code} error body lacks {missing}: {body}")
     return None

@@ -78,13 +78,29 @@ async def send(client: httpx.AsyncClient, call: Call, origin: float) -> Outcome:
         response = await client.request(call.method, call.path, json=call.body)
         payload = response.json() if response.content else None
     except httpx.HTTPError as error:
-        return Outcome(call.name, started - origin, time.monotonic() - started, None,
-                       problem=f"{type(error).__name__}: {error}", transport=transport_kind(error))
+        return Outcome(
+            call.name,
+            started - origin,
+            time.monotonic() - started,
+            None,
+            problem=f"{type(error).__name__}: {error}",
+            transport=transport_kind(error),
+        )
     except ValueError as error:
-        return Outcome(call.name, started - origin, time.monotonic() - started, response.status_code,
-                       problem=f"answer is not JSON: {error}: {response.text[:200]!r}")
-    outcome = Outcome(call.name, started - origin, time.monotonic() - started, response.status_code,
-                      stale=response.headers.get("x-apinode-stale-data"))
+        return Outcome(
+            call.name,
+            started - origin,
+            time.monotonic() - started,
+            response.status_code,
+            problem=f"answer is not JSON: {error}: {response.text[:200]!r}",
+        )
+    outcome = Outcome(
+        call.name,
+        started - origin,
+        time.monotonic() - started,
+        response.status_code,
+        stale=response.headers.get("x-apinode-stale-data"),
+    )
     if response.status_code == 200:
         outcome.problem = call.check(payload) if call.check else None
         if outcome.problem is None and call.observe is not None:
@@ -124,10 +140,15 @@ class Load:
         deadline = time.monotonic() + seconds
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         limits = httpx.Limits(max_connections=self.workers, max_keepalive_connections=self.workers)
-        async with httpx.AsyncClient(base_url=self.base_url, headers=headers, limits=limits,
-                                     timeout=self.timeout) as client:
-            await asyncio.gather(*(self._worker(client, random.Random(self.seed * 1000 + i), deadline)
-                                   for i in range(self.workers)))
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, limits=limits, timeout=self.timeout
+        ) as client:
+            await asyncio.gather(
+                *(
+                    self._worker(client, random.Random(self.seed * 1000 + i), deadline)
+                    for i in range(self.workers)
+                )
+            )
         return self.outcomes
 
     async def _worker(self, client: httpx.AsyncClient, rng: random.Random, deadline: float) -> None:
@@ -180,8 +201,11 @@ class Summary:
         self.latencies.setdefault(index, []).append(outcome.latency * 1000)
         if not outcome.ok:
             self.errors[index] = self.errors.get(index, 0) + 1
-            kind = outcome.transport or (f"HTTP {outcome.status} {outcome.error_type or ''}".strip()
-                                         if outcome.status != 200 else "wrong answer")
+            kind = outcome.transport or (
+                f"HTTP {outcome.status} {outcome.error_type or ''}".strip()
+                if outcome.status != 200
+                else "wrong answer"
+            )
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
             if len(self.failures) < self._keep_failures:
                 self.failures.append(outcome)
@@ -201,11 +225,17 @@ class Summary:
         result = []
         for index in sorted(self.latencies):
             values = self.latencies[index]
-            result.append(Window(
-                start=index * self.seconds, requests=len(values), errors=self.errors.get(index, 0),
-                p50=percentile(values, 50), p95=percentile(values, 95), p99=percentile(values, 99),
-                max=max(values),
-            ))
+            result.append(
+                Window(
+                    start=index * self.seconds,
+                    requests=len(values),
+                    errors=self.errors.get(index, 0),
+                    p50=percentile(values, 50),
+                    p95=percentile(values, 95),
+                    p99=percentile(values, 99),
+                    max=max(values),
+                )
+            )
         return result
 
 
@@ -225,8 +255,10 @@ def describe(outcomes: Sequence[Outcome], limit: int = 8) -> str:
         key = o.transport or (f"{o.status} {o.error_type}" if o.status != 200 else f"200 wrong: {o.problem}")
         kinds[key] = kinds.get(key, 0) + 1
     lines = [f"{len(failed)} of {len(outcomes)} requests failed: {kinds}"]
-    lines += [f"  t={o.started:.2f}s {o.name} status={o.status} {o.problem} {o.message or ''}"
-              for o in failed[:limit]]
+    lines += [
+        f"  t={o.started:.2f}s {o.name} status={o.status} {o.problem} {o.message or ''}"
+        for o in failed[:limit]
+    ]
     return "\n".join(lines)
 
 

@@ -27,12 +27,23 @@ class RawResponse:
         return json.loads(self.body)
 
 
-def request_bytes(path: str, body: bytes, api_key: str | None, *, host: str = "127.0.0.1",
-                  content_type: str = "application/json", content_length: int | None = None,
-                  extra: dict[str, str] | None = None) -> tuple[bytes, bytes]:
+def request_bytes(
+    path: str,
+    body: bytes,
+    api_key: str | None,
+    *,
+    host: str = "127.0.0.1",
+    content_type: str = "application/json",
+    content_length: int | None = None,
+    extra: dict[str, str] | None = None,
+) -> tuple[bytes, bytes]:
     """(head, body) of a POST; ``content_length`` may lie on purpose."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Type: {content_type}",
-             f"Content-Length: {len(body) if content_length is None else content_length}"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body) if content_length is None else content_length}",
+    ]
     if api_key:
         lines.append(f"Authorization: Bearer {api_key}")
     lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
@@ -105,5 +116,5 @@ def _dechunk(data: bytes) -> bytes:
         size = int(size_line.split(b";")[0], 16)
         if size == 0:
             break
-        body, data = body + data[:size], data[size + 2:]
+        body, data = body + data[:size], data[size + 2 :]
     return body

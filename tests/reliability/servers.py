@@ -51,7 +51,9 @@ def remote_env(features_url: str) -> dict[str, str]:
     raw = yaml.safe_load((SCORING_DIR / "service.yaml").read_text())
     env = {"APINODE_ENRICHMENT": "remote"}
     for name, remote in (raw.get("remotes") or {}).items():
-        assert remote.get("url_env"), f"customer-scoring remotes.{name} has no url_env to point it at a test port"
+        assert remote.get("url_env"), (
+            f"customer-scoring remotes.{name} has no url_env to point it at a test port"
+        )
         env[remote["url_env"]] = features_url
         if remote.get("api_key_env"):
             env[remote["api_key_env"]] = API_KEY
@@ -62,8 +64,14 @@ def remote_env(features_url: str) -> dict[str, str]:
 class Service:
     """One ``python -m apinode serve`` process that we own."""
 
-    def __init__(self, service_dir: Path, env: dict[str, str], port: int | None = None,
-                 name: str | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        service_dir: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        name: str | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.service_dir = Path(service_dir)
         self.env = env
         self.port = port or free_port()
@@ -84,9 +92,22 @@ class Service:
     def start(self, ready_timeout: float = 90.0) -> Service:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "apinode", "serve", str(self.service_dir),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "apinode",
+                "serve",
+                str(self.service_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
         )
         log.close()
         self.wait_ready(ready_timeout)

@@ -27,7 +27,9 @@ def remote_timeout() -> float:
     return max(float(r.get("timeout_seconds", 1.0)) for r in raw["remotes"].values())
 
 
-async def outage_under_load(features: Service, scoring: Service, calls, break_features, heal_features) -> None:
+async def outage_under_load(
+    features: Service, scoring: Service, calls, break_features, heal_features
+) -> None:
     load = Load(scoring.url, calls, workers=8, api_key=API_KEY, timeout=REQUEST_TIMEOUT + 30)
     running = asyncio.create_task(load.run(120))
     clock = lambda: time.monotonic() - load.origin  # noqa: E731
@@ -60,7 +62,10 @@ async def outage_under_load(features: Service, scoring: Service, calls, break_fe
     assert unavailable, "no 503 during the outage: scoring never noticed customer-features was down"
     assert recovered_at is not None, (
         f"scoring did not recover within {RECOVERY_BOUND}s of customer-features coming back:\n"
-        + describe([o for o in outcomes if o.started > healed_at]) + "\n" + scoring.log_tail(15))
+        + describe([o for o in outcomes if o.started > healed_at])
+        + "\n"
+        + scoring.log_tail(15)
+    )
     after = [o for o in outcomes if o.started > recovered_at]
     assert len(after) > 20 and all(o.ok for o in after), "after recovery:\n" + describe(after)
     # Between the heal and recovery, the same rules as during the outage still hold.
@@ -69,8 +74,7 @@ async def outage_under_load(features: Service, scoring: Service, calls, break_fe
 
 
 def killed(features: Service):
-    return (lambda: features.signal(signal.SIGKILL) or features.wait_exit(10),
-            lambda: features.start())
+    return (lambda: features.signal(signal.SIGKILL) or features.wait_exit(10), lambda: features.start())
 
 
 def frozen(features: Service):
@@ -84,4 +88,6 @@ def test_scoring_survives_customer_features_outage(fault, features, golden, log_
     env = clean_env(APINODE_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT), **remote_env(features.url))
     with Service(SCORING_DIR, env, log_dir=log_dir, name="faults-scoring").start() as scoring:
         break_features, heal_features = fault(features)
-        asyncio.run(outage_under_load(features, scoring, golden.scoring_calls(), break_features, heal_features))
+        asyncio.run(
+            outage_under_load(features, scoring, golden.scoring_calls(), break_features, heal_features)
+        )

@@ -56,7 +56,7 @@ async def drain_under_load(service: Service, calls, held_call) -> None:
         head, body = rawhttp.request_bytes(held_call.path, json.dumps(held_call.body).encode(), API_KEY)
         sock = rawhttp.connect(service.port)
         sock.sendall(head + body[: len(body) // 2])
-        held.append((sock, body[len(body) // 2:]))
+        held.append((sock, body[len(body) // 2 :]))
     await asyncio.sleep(1.0)  # let the server read the heads, even on a busy box
 
     signalled_at = time.monotonic() - load.origin
@@ -67,7 +67,9 @@ async def drain_under_load(service: Service, calls, held_call) -> None:
     try:
         async with httpx.AsyncClient(timeout=10) as fresh:
             late = await fresh.post(service.url + held_call.path, json=held_call.body, auth=(API_KEY, ""))
-        assert late.status_code == 503, f"new request while draining: HTTP {late.status_code} {late.text[:200]}"
+        assert late.status_code == 503, (
+            f"new request while draining: HTTP {late.status_code} {late.text[:200]}"
+        )
         assert late.json().get("errorType") and late.json().get("message"), late.text
     except httpx.ConnectError:
         pass
@@ -85,7 +87,8 @@ async def drain_under_load(service: Service, calls, held_call) -> None:
 
     for answer in answers:
         assert answer.status == 200, (
-            f"a request accepted before SIGTERM was not answered: {answer}\n{service.log_tail()}")
+            f"a request accepted before SIGTERM was not answered: {answer}\n{service.log_tail()}"
+        )
         assert held_call.check(answer.json()) is None, held_call.check(answer.json())
     before = [o for o in outcomes if o.started + o.latency < signalled_at]
     assert len(before) > 50, f"the load hardly ran before the signal ({len(before)} requests)"
@@ -104,8 +107,9 @@ def test_features_drains_on_sigterm_under_load(features, golden):
 @pytest.mark.timeout(180)
 def test_scoring_with_remote_enrichment_drains_on_sigterm_under_load(features, golden, log_dir):
     """The in-flight predictions still reach customer-features while scoring shuts down."""
-    with Service(SCORING_DIR, clean_env(**remote_env(features.url)), log_dir=log_dir,
-                 name="drain-scoring").start() as scoring:
+    with Service(
+        SCORING_DIR, clean_env(**remote_env(features.url)), log_dir=log_dir, name="drain-scoring"
+    ).start() as scoring:
         held_call = golden.predict_multi(size=100)(random.Random(2))
         asyncio.run(drain_under_load(scoring, golden.scoring_calls(), held_call))
 
@@ -117,6 +121,7 @@ def test_drain_delay_keeps_serving_while_readiness_says_go_away(golden, log_dir)
     delay = 3.0
     env = clean_env(APINODE_DRAIN_DELAY_SECONDS=str(delay))
     with Service(FEATURES_DIR, env, log_dir=log_dir, name="drain-delay-features").start() as service:
+
         async def scenario():
             load = Load(service.url, golden.features_calls(), workers=4, api_key=API_KEY, timeout=20)
             running = asyncio.create_task(load.run(60))
@@ -129,9 +134,12 @@ def test_drain_delay_keeps_serving_while_readiness_says_go_away(golden, log_dir)
             await asyncio.sleep(delay)
             load.stop()
             return await running, signalled_at, ready
+
         outcomes, signalled_at, ready = asyncio.run(scenario())
         code = service.wait_exit(EXIT_BOUND_SECONDS)
-    assert ready.status_code == 503 and "drain" in ready.text, f"/readyz while draining: {ready.status_code} {ready.text}"
+    assert ready.status_code == 503 and "drain" in ready.text, (
+        f"/readyz while draining: {ready.status_code} {ready.text}"
+    )
     during = [o for o in outcomes if signalled_at + 0.2 < o.started < signalled_at + delay - 0.5]
     assert len(during) > 10 and all(o.ok for o in during), "during the drain delay:\n" + describe(during)
     problems = judge_after_signal(outcomes, signalled_at)

@@ -23,28 +23,55 @@ HOOKS = Path(__file__).with_name("fuzz_hooks.py")
 
 
 def fuzz(url: str, service: str, mode: str, examples: int, workdir: Path) -> subprocess.CompletedProcess:
-    command = [str(SCHEMATHESIS), "run", f"{url}/public/api/v1/{service}/swagger", "--url", url,
-               "-H", f"Authorization: Bearer {API_KEY}", "--mode", mode,
-               "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-                           "response_headers_conformance,response_schema_conformance,negative_data_rejection,"
-                           "ignored_auth,dataiku_error_body,json_content_type",
-               "--seed", "80808", "--max-examples", str(examples), "--generation-database", "none",
-               "--no-color", "--workers", "2", "--request-timeout", "10", "--phases", "examples,coverage,fuzzing"]
-    env = {"SCHEMATHESIS_HOOKS": str(HOOKS), "PATH": str(Path(sys.executable).parent), "HOME": str(workdir),
-           "PYTHONPATH": str(REPO)}
+    command = [
+        str(SCHEMATHESIS),
+        "run",
+        f"{url}/public/api/v1/{service}/swagger",
+        "--url",
+        url,
+        "-H",
+        f"Authorization: Bearer {API_KEY}",
+        "--mode",
+        mode,
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,"
+        "response_headers_conformance,response_schema_conformance,negative_data_rejection,"
+        "ignored_auth,dataiku_error_body,json_content_type",
+        "--seed",
+        "80808",
+        "--max-examples",
+        str(examples),
+        "--generation-database",
+        "none",
+        "--no-color",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "10",
+        "--phases",
+        "examples,coverage,fuzzing",
+    ]
+    env = {
+        "SCHEMATHESIS_HOOKS": str(HOOKS),
+        "PATH": str(Path(sys.executable).parent),
+        "HOME": str(workdir),
+        "PYTHONPATH": str(REPO),
+    }
     return subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=workdir, env=env)
 
 
 @pytest.mark.timeout(480)
 @pytest.mark.parametrize("target", ["customer-features", "customer-scoring"])
-def test_negative_fuzzing_gets_clear_errors_and_hurts_nobody(target, shared_features, shared_scoring, golden,
-                                                             tmp_path):
+def test_negative_fuzzing_gets_clear_errors_and_hurts_nobody(
+    target, shared_features, shared_scoring, golden, tmp_path
+):
     service = shared_features if target == "customer-features" else shared_scoring
     calls = golden.features_calls() if target == "customer-features" else golden.scoring_calls()
 
     async def scenario():
         async with bystander(service.url, calls, API_KEY):
             return await asyncio.to_thread(fuzz, service.url, target, "negative", 60, tmp_path)
+
     result = asyncio.run(scenario())
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:] + "\n" + service.log_tail(20)
     assert "passed" in result.stdout, result.stdout[-3000:]

@@ -16,8 +16,9 @@ import pytest
 
 from tests.reliability import rawhttp
 from tests.reliability.bystander import bystander
+from tests.reliability.loadgen import Call, Load, describe
 from tests.reliability.servers import API_KEY, FEATURES_DIR, SCORING_DIR, Service, clean_env
-from tests.reliability.workload import API, FEATURES, SCORING
+from tests.reliability.workload import API, FEATURES, SCORING, prediction_of
 
 MAX_BODY = 256 * 1024
 MAX_BATCH = 500
@@ -38,7 +39,9 @@ PREDICT_MULTI = f"{API}/{SCORING}/high-spender/predict-multi"
 
 @pytest.fixture(scope="module")
 def features(log_dir):
-    with Service(FEATURES_DIR, clean_env(**LIMITS), log_dir=log_dir, name="hostile-features").start() as service:
+    with Service(
+        FEATURES_DIR, clean_env(**LIMITS), log_dir=log_dir, name="hostile-features"
+    ).start() as service:
         yield service
 
 
@@ -57,18 +60,26 @@ def assert_clear_error(response: httpx.Response | rawhttp.RawResponse, statuses:
         payload = json.loads(body)
     except ValueError:
         raise AssertionError(f"{what}: HTTP {status} with a body that is not JSON: {body[:200]!r}") from None
-    assert isinstance(payload, dict) and payload.get("errorType") and payload.get("message"), f"{what}: unclear error body {payload}"
+    assert isinstance(payload, dict) and payload.get("errorType") and payload.get("message"), (
+        f"{what}: unclear error body {payload}"
+    )
     return payload
 
 
-def post(service: Service, path: str, content: bytes, content_type: str = "application/json",
-         **headers: str) -> httpx.Response:
+def post(
+    service: Service, path: str, content: bytes, content_type: str = "application/json", **headers: str
+) -> httpx.Response:
     with httpx.Client(timeout=ANSWER_BOUND) as client:
-        return client.post(service.url + path, content=content, auth=(API_KEY, ""),
-                           headers={"content-type": content_type, **headers})
+        return client.post(
+            service.url + path,
+            content=content,
+            auth=(API_KEY, ""),
+            headers={"content-type": content_type, **headers},
+        )
 
 
 # Bodies, batches, nesting -------------------------------------------------------------------
+
 
 @pytest.mark.timeout(120)
 def test_oversized_bodies_are_refused_without_reading_them(features, golden):
@@ -82,8 +93,10 @@ def test_oversized_bodies_are_refused_without_reading_them(features, golden):
             assert_clear_error(answer, (413,), "declared 20 MB body")
 
             # Chunked, no length: refused once the limit is crossed.
-            head = (f"POST {LOOKUP} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    f"Authorization: Bearer {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+            head = (
+                f"POST {LOOKUP} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ).encode()
             chunk = b"4000\r\n" + b" " * 0x4000 + b"\r\n"
             with rawhttp.connect(features.port) as sock:
                 sock.sendall(head)
@@ -102,9 +115,12 @@ def test_oversized_bodies_are_refused_without_reading_them(features, golden):
             valid = json.dumps({"data": {"customer_id": golden.ids[0]}}).encode()
             padded = valid + b" " * (MAX_BODY - len(valid))
             response = await asyncio.to_thread(post, features, LOOKUP, padded)
-            assert response.status_code == 200, f"body of exactly the limit: {response.status_code} {response.text[:200]}"
+            assert response.status_code == 200, (
+                f"body of exactly the limit: {response.status_code} {response.text[:200]}"
+            )
             response = await asyncio.to_thread(post, features, LOOKUP, padded + b" ")
             assert_clear_error(response, (413,), "body one byte over the limit")
+
     asyncio.run(scenario())
 
 
@@ -115,18 +131,25 @@ def nested(depth: int, leaf: str = "1") -> tuple[str, str]:
 @pytest.mark.timeout(120)
 def test_deeply_nested_json_gets_a_clear_400(features, scoring, golden):
     async def scenario():
-        async with bystander(features.url, golden.features_calls(), API_KEY), \
-                bystander(scoring.url, golden.scoring_calls(), API_KEY):
+        async with (
+            bystander(features.url, golden.features_calls(), API_KEY),
+            bystander(scoring.url, golden.scoring_calls(), API_KEY),
+        ):
             for depth in (200, 5_000, 40_000):  # 40 000 objects deep is 240 KB, under the limit
                 for value in nested(depth):
                     for service, path, body in (
                         (features, LOOKUP, f'{{"data": {{"customer_id": {value}}}}}'),
                         (features, LOOKUP, f'{{"data": {value}}}'),
-                        (scoring, PREDICT, f'{{"features": {{"customer_id": "{golden.ids[0]}", "age": {value}}}}}'),
+                        (
+                            scoring,
+                            PREDICT,
+                            f'{{"features": {{"customer_id": "{golden.ids[0]}", "age": {value}}}}}',
+                        ),
                         (scoring, PREDICT_MULTI, f'{{"items": {value}}}'),
                     ):
                         response = await asyncio.to_thread(post, service, path, body.encode())
                         assert_clear_error(response, (400,), f"{path} nested {depth} deep ({value[:3]}...)")
+
     asyncio.run(scenario())
 
 
@@ -136,37 +159,77 @@ def test_batch_size_limit_is_enforced_and_a_full_batch_is_answered_in_full(featu
     ids = [rng.choice(golden.ids) for _ in range(MAX_BATCH)]
 
     async def scenario():
-        async with bystander(features.url, golden.features_calls(), API_KEY), \
-                bystander(scoring.url, golden.scoring_calls(), API_KEY):
+        async with (
+            bystander(features.url, golden.features_calls(), API_KEY),
+            bystander(scoring.url, golden.scoring_calls(), API_KEY),
+        ):
             full = {"items": [{"features": {"customer_id": c}} for c in ids]}
             response = await asyncio.to_thread(post, scoring, PREDICT_MULTI, json.dumps(full).encode())
             assert response.status_code == 200, response.text[:300]
             results = response.json()["results"]
             assert len(results) == MAX_BATCH
-            wrong = [c for c, r in zip(ids, results)
-                     if (r.get("prediction"), r.get("ignored")) != golden.predictions[c][::2]]
+            wrong = [
+                c
+                for c, r in zip(ids, results)
+                if (r.get("prediction"), r.get("ignored")) != golden.predictions[c][::2]
+            ]
             assert not wrong, f"a full batch answered wrongly for {wrong[:5]}"
 
             over = {"items": full["items"] + [{"features": {"customer_id": ids[0]}}]}
             payload = assert_clear_error(
                 await asyncio.to_thread(post, scoring, PREDICT_MULTI, json.dumps(over).encode()),
-                (413,), f"predict-multi of {MAX_BATCH + 1}")
+                (413,),
+                f"predict-multi of {MAX_BATCH + 1}",
+            )
             assert str(MAX_BATCH) in payload["message"] + payload.get("detailedMessage", ""), payload
 
             lookups = {"items": [{"data": {"customer_id": c}} for c in ids + ids[:1]]}
-            assert_clear_error(await asyncio.to_thread(post, features, LOOKUP_MULTI, json.dumps(lookups).encode()),
-                               (413,), f"lookup-multi of {MAX_BATCH + 1}")
+            assert_clear_error(
+                await asyncio.to_thread(post, features, LOOKUP_MULTI, json.dumps(lookups).encode()),
+                (413,),
+                f"lookup-multi of {MAX_BATCH + 1}",
+            )
 
             huge = b'{"items": [' + b",".join([b'{"features": {}}'] * 200_000) + b"]}"
-            assert_clear_error(await asyncio.to_thread(post, scoring, PREDICT_MULTI, huge),
-                               (413,), "predict-multi of 200000 items (3 MB)")
+            assert_clear_error(
+                await asyncio.to_thread(post, scoring, PREDICT_MULTI, huge),
+                (413,),
+                "predict-multi of 200000 items (3 MB)",
+            )
+
+            # A storm of full batches: answered right, and the bystanders still get through.
+            expected = [golden.predictions[c] for c in ids]
+            storm = Load(
+                scoring.url,
+                [
+                    lambda _: Call(
+                        "full batch", PREDICT_MULTI, full, check=lambda p: full_batch_problem(p, expected)
+                    )
+                ],
+                workers=3,
+                api_key=API_KEY,
+                timeout=60,
+            )
+            outcomes = await storm.run(6.0)
+            assert outcomes and all(o.ok for o in outcomes), describe(outcomes)
+
     asyncio.run(scenario())
+
+
+def full_batch_problem(payload, expected) -> str | None:
+    got = [prediction_of(r) for r in payload.get("results") or []]
+    return None if got == expected else f"a full batch answered wrongly ({len(got)} results)"
 
 
 # Content types, garbage, credentials ------------------------------------------------------
 
-WRONG_TYPES = ["application/xml", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded",
-               "image/png", "application/octet-stream"]
+WRONG_TYPES = [
+    "application/xml",
+    "multipart/form-data; boundary=x",
+    "application/x-www-form-urlencoded",
+    "image/png",
+    "application/octet-stream",
+]
 
 
 @pytest.mark.timeout(120)
@@ -175,23 +238,45 @@ def test_wrong_content_types_get_415(features, scoring, golden):
     predict = json.dumps({"features": {"customer_id": golden.ids[0]}}).encode()
     for content_type in WRONG_TYPES:
         assert_clear_error(post(features, LOOKUP, lookup, content_type), (415,), f"lookup as {content_type}")
-        assert_clear_error(post(scoring, PREDICT, predict, content_type), (415,), f"predict as {content_type}")
+        assert_clear_error(
+            post(scoring, PREDICT, predict, content_type), (415,), f"predict as {content_type}"
+        )
 
 
 GARBAGE = [
-    b"", b"null", b"[]", b'"text"', b"42", b"{", b'{"data": ', b"\x00\x01\x02", b"\xff\xfe{}",
-    b'{"data": {"customer_id": "\xff\xfe"}}', b'{"data": {"customer_id": NaN}}',
-    b'{"data": {"customer_id": 1e999}}', b'{"data": {"customer_id": 123456789012345678901234567890}}',
-    b'{"data": null}', b'{"data": []}', b'{"data": {"customer_id": null}}', b'{"data": {"customer_id": 7}}',
-    b'{"data": {"customer_id": true}}', b'{"data": {"customer_id": ["C0000001"]}}',
-    b'{"data": {"customer_id": "C' + b"9" * 200_000 + b'"}}', b'{"data": {"customer_id": "C000\\u0000001"}}',
+    b"",
+    b"null",
+    b"[]",
+    b'"text"',
+    b"42",
+    b"{",
+    b'{"data": ',
+    b"\x00\x01\x02",
+    b"\xff\xfe{}",
+    b'{"data": {"customer_id": "\xff\xfe"}}',
+    b'{"data": {"customer_id": NaN}}',
+    b'{"data": {"customer_id": 1e999}}',
+    b'{"data": {"customer_id": 123456789012345678901234567890}}',
+    b'{"data": null}',
+    b'{"data": []}',
+    b'{"data": {"customer_id": null}}',
+    b'{"data": {"customer_id": 7}}',
+    b'{"data": {"customer_id": true}}',
+    b'{"data": {"customer_id": ["C0000001"]}}',
+    b'{"data": {"customer_id": "C' + b"9" * 200_000 + b'"}}',
+    b'{"data": {"customer_id": "C000\\u0000001"}}',
     b'{"data": {"customer_id": "C0000001", "customer_id": {"x": 1}}}',
-    b'{"items": null}', b'{"items": "x"}', b'{"items": [1, 2]}', b'{"items": [{"data": 1}]}',
-    b'{"features": null}', b'{"features": {"customer_id": "C0000001", "age": "old"}}',
+    b'{"items": null}',
+    b'{"items": "x"}',
+    b'{"items": [1, 2]}',
+    b'{"items": [{"data": 1}]}',
+    b'{"features": null}',
+    b'{"features": {"customer_id": "C0000001", "age": "old"}}',
     b'{"features": {"customer_id": "C0000001", "no_such_feature": 1}}',
     b'{"features": {"customer_id": "C0000001", "gender": {"$ne": null}}}',
     b'{"features": {"customer_id": "C0000001", "spend_12m": -1e308, "region": "\'; DROP TABLE x; --"}}',
-    b'{"features": {"customer_id": {"__proto__": 1}}}', b'{"items": [{"features": []}]}',
+    b'{"features": {"customer_id": {"__proto__": 1}}}',
+    b'{"items": [{"features": []}]}',
 ]
 
 
@@ -203,7 +288,7 @@ def test_garbage_bodies_get_a_clear_4xx_never_a_5xx(features, scoring):
         for service, path in routes:
             response = post(service, path, body)
             if response.status_code == 200:
-                continue  # e.g. an unknown key for a lookup answered "not found", or the body fits another route
+                continue  # e.g. an unknown key answered "not found", or a body that fits another route
             try:
                 assert_clear_error(response, tuple(range(400, 500)), f"{path} {body[:60]!r}")
             except (AssertionError, ValueError) as error:
@@ -216,15 +301,29 @@ def test_garbage_bodies_get_a_clear_4xx_never_a_5xx(features, scoring):
 @pytest.mark.timeout(60)
 def test_garbage_credentials_get_401_or_403(features, golden):
     body = json.dumps({"data": {"customer_id": golden.ids[0]}}).encode()
-    for value in ["", "Basic", "Basic !!!notbase64", "Basic " + "QUFB" * 2000, "Bearer " + "x" * 8000,
-                  "Bearer", "Digest username=x", "Basic Og==", "Bearer reliability-key extra", "Bearer reliability-keyX"]:
+    for value in [
+        "",
+        "Basic",
+        "Basic !!!notbase64",
+        "Basic " + "QUFB" * 2000,
+        "Bearer " + "x" * 8000,
+        "Bearer",
+        "Digest username=x",
+        "Basic Og==",
+        "Bearer reliability-key extra",
+        "Bearer reliability-keyX",
+    ]:
         with httpx.Client(timeout=ANSWER_BOUND) as client:
-            response = client.post(features.url + LOOKUP, content=body,
-                                   headers={"content-type": "application/json", "authorization": value})
+            response = client.post(
+                features.url + LOOKUP,
+                content=body,
+                headers={"content-type": "application/json", "authorization": value},
+            )
         assert_clear_error(response, (401, 403), f"Authorization: {value[:30]!r}")
 
 
 # Slow and partial requests ----------------------------------------------------------------
+
 
 async def slow_client(port: int, prefix: bytes, dribble: bytes, interval: float, give_up: float) -> tuple:
     """Send ``prefix``, then ``dribble`` a byte per ``interval``; return (outcome, seconds, answer bytes)."""
@@ -247,7 +346,7 @@ async def slow_client(port: int, prefix: bytes, dribble: bytes, interval: float,
                 return "answered", time.monotonic() - started, data
             if sent < len(dribble):
                 try:
-                    writer.write(dribble[sent:sent + 1])
+                    writer.write(dribble[sent : sent + 1])
                     await writer.drain()
                 except ConnectionError:
                     pass
@@ -283,16 +382,19 @@ def test_slow_partial_requests_get_a_bounded_answer_and_do_not_block_others(kind
 
     async def scenario():
         async with bystander(features.url, golden.features_calls(), API_KEY):
-            return await asyncio.gather(*(slow_client(features.port, prefix, dribble, interval, ANSWER_BOUND + 5)
-                                          for _ in range(30)))
+            return await asyncio.gather(
+                *(slow_client(features.port, prefix, dribble, interval, ANSWER_BOUND + 5) for _ in range(30))
+            )
+
     results = asyncio.run(scenario())
     outcomes = {}
     for outcome, _, _ in results:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     assert "still open" not in outcomes, (
         f"{kind}: {outcomes['still open']} of 30 slow callers still held their connection after "
-        f"{ANSWER_BOUND + 5:.0f}s (body timeout {BODY_TIMEOUT:g}s): the server never times them out")
-    for outcome, seconds, data in results:
+        f"{ANSWER_BOUND + 5:.0f}s (body timeout {BODY_TIMEOUT:g}s): the server never times them out"
+    )
+    for outcome, _, data in results:
         if outcome == "answered":
             status = int(data.split(b" ", 2)[1])
             assert status in (400, 408, 413, 431), f"{kind}: answered {data[:200]!r}"
@@ -338,5 +440,7 @@ def test_silent_connections_at_the_limit_do_not_lock_callers_out(crowded, golden
         if statuses[-1] == 200:
             return
         time.sleep(0.5)
-    pytest.fail(f"{CROWD_LIMIT} silent connections locked every other caller out for {ANSWER_BOUND + 5:.0f}s "
-                f"(answers: {sorted(set(statuses))})")
+    pytest.fail(
+        f"{CROWD_LIMIT} silent connections locked every other caller out for {ANSWER_BOUND + 5:.0f}s "
+        f"(answers: {sorted(set(statuses))})"
+    )

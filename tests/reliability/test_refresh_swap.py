@@ -47,9 +47,14 @@ def database():
         print(f"SKIPPED: {reason}")
         pytest.skip(reason)
     with PgCluster() as db:
-        db.execute("CREATE TABLE generation_rows (customer_id text PRIMARY KEY, generation bigint, payload text)")
-        db.insert("generation_rows", ["customer_id", "generation", "payload"],
-                  ((f"C{i:07d}", 0, f"row {i} " + "x" * (i % 64)) for i in range(1, ROWS + 1)))
+        db.execute(
+            "CREATE TABLE generation_rows (customer_id text PRIMARY KEY, generation bigint, payload text)"
+        )
+        db.insert(
+            "generation_rows",
+            ["customer_id", "generation", "payload"],
+            ((f"C{i:07d}", 0, f"row {i} " + "x" * (i % 64)) for i in range(1, ROWS + 1)),
+        )
         yield db
 
 
@@ -65,8 +70,14 @@ def batch(rng: random.Random) -> Call:
         if len(generations) != 1:
             return f"several generations in one answer: {sorted(generations)}"
         return None
-    return Call("lookup-multi", PATH, {"items": [{"data": {"customer_id": c}} for c in ids]}, check=check,
-                observe=lambda payload: payload["results"][0]["data"]["generation"])
+
+    return Call(
+        "lookup-multi",
+        PATH,
+        {"items": [{"data": {"customer_id": c}} for c in ids]},
+        check=check,
+        observe=lambda payload: payload["results"][0]["data"]["generation"],
+    )
 
 
 def went_back_in_time(outcomes) -> list[str]:
@@ -111,8 +122,10 @@ def test_refresh_under_load_swaps_whole_tables_and_memory_returns(database, tmp_
         outcomes, bumped, rss_before, rss_after = asyncio.run(scenario(service))
         final = database.execute("SELECT count(*), min(generation), max(generation) FROM generation_rows")
     seen = {o.observed for o in outcomes if o.ok}
-    print(f"refresh under load: {len(outcomes)} answers, {bumped} generations written, {len(seen)} answered, "
-          f"RSS {rss_before // 1024} -> {rss_after // 1024} MiB")
+    print(
+        f"refresh under load: {len(outcomes)} answers, {bumped} generations written, {len(seen)} answered, "
+        f"RSS {rss_before // 1024} -> {rss_after // 1024} MiB"
+    )
     assert final == [(ROWS, bumped, bumped)]
     assert len(outcomes) > 100, f"the load hardly ran ({len(outcomes)} requests)"
     assert all(o.ok for o in outcomes), describe(outcomes)
@@ -121,4 +134,6 @@ def test_refresh_under_load_swaps_whole_tables_and_memory_returns(database, tmp_
     assert not backwards, "\n".join(backwards[:10])
     # Generous: a copy of the table is alive during each load, and the allocator keeps some pages.
     assert rss_after < rss_before * 1.5 + 64 * 1024, (
-        f"resident memory grew from {rss_before // 1024} MiB to {rss_after // 1024} MiB over {bumped} refreshes")
+        f"resident memory grew from {rss_before // 1024} MiB to {rss_after // 1024} MiB "
+        f"over {bumped} refreshes"
+    )

@@ -82,16 +82,26 @@ def database():
 
 
 def sql_features(db: PgCluster, mode: str, log_dir) -> Service:
-    env = clean_env(APINODE_SOURCE="sql", APINODE_SQL_URL=db.url, APINODE_SQL_PASSWORD=db.password,
-                    APINODE_SQL_MODE=mode, APINODE_SQL_REFRESH_SECONDS="1", APINODE_SQL_POOL_SIZE="4",
-                    APINODE_SQL_TIMEOUT_SECONDS=str(SQL_TIMEOUT), APINODE_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT))
+    env = clean_env(
+        APINODE_SOURCE="sql",
+        APINODE_SQL_URL=db.url,
+        APINODE_SQL_PASSWORD=db.password,
+        APINODE_SQL_MODE=mode,
+        APINODE_SQL_REFRESH_SECONDS="1",
+        APINODE_SQL_POOL_SIZE="4",
+        APINODE_SQL_TIMEOUT_SECONDS=str(SQL_TIMEOUT),
+        APINODE_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT),
+    )
     return Service(FEATURES_DIR, env, log_dir=log_dir, name=f"sql-{mode}-features")
 
 
 def stale_tables(service: Service) -> set[str]:
     text = httpx.get(service.url + "/metrics", timeout=5).text
-    return {line.split('source="')[1].split('"')[0] for line in text.splitlines()
-            if line.startswith("apinode_source_stale{") and line.rstrip().endswith(" 1.0")}
+    return {
+        line.split('source="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("apinode_source_stale{") and line.rstrip().endswith(" 1.0")
+    }
 
 
 async def wait_for(condition, what: str) -> float:
@@ -115,8 +125,10 @@ def test_cached_source_serves_stale_data_through_a_database_outage(kind, databas
         try:
             await asyncio.sleep(2.0)
             await asyncio.to_thread(outage.begin)
-            await wait_for(lambda: stale_tables(service) == {"demographics", "behavior"},
-                           "/metrics reports both tables stale while the database is down")
+            await wait_for(
+                lambda: stale_tables(service) == {"demographics", "behavior"},
+                "/metrics reports both tables stale while the database is down",
+            )
             stale_since = clock()
             await asyncio.sleep(2.0)
         finally:
@@ -134,7 +146,8 @@ def test_cached_source_serves_stale_data_through_a_database_outage(kind, databas
     during = [o for o in outcomes if o.started > stale_since + 0.5 and o.started + o.latency < restart_at]
     assert during and all(o.stale for o in during), (
         f"{sum(not o.stale for o in during)} of {len(during)} answers served from stale data "
-        "lack the X-Apinode-Stale-Data header")
+        "lack the X-Apinode-Stale-Data header"
+    )
     after = [o for o in outcomes if o.started > fresh_since + 0.5]
     assert after and not any(o.stale for o in after), "answers still flagged stale after recovery"
 
@@ -160,6 +173,7 @@ def test_live_source_answers_503_during_a_database_outage_then_recovers(kind, da
         def recovered() -> bool:
             recent = [o for o in load.outcomes if o.started > up_at]
             return len(recent) >= 20 and all(o.ok for o in recent[-20:])
+
         recovered_at = await wait_for(recovered, "live lookups answer right again after the database is back")
         await asyncio.sleep(2.0)
         load.stop()

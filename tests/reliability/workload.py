@@ -31,12 +31,16 @@ def sample_ids(count: int, seed: int = 8) -> list[str]:
     """A fixed sample spread over the whole id range, first and last customer included."""
     rng = random.Random(seed)
     numbers = {1, CUSTOMERS} | {rng.randint(1, CUSTOMERS) for _ in range(count * 2)}
-    return [customer_id(n) for n in sorted(numbers)[:count - 1]] + [customer_id(CUSTOMERS)]
+    return [customer_id(n) for n in sorted(numbers)[: count - 1]] + [customer_id(CUSTOMERS)]
 
 
 def prediction_of(result: Any) -> tuple:
     """What must not change between two scorings of the same record."""
-    return (result.get("prediction"), tuple(sorted((result.get("probas") or {}).items())), result.get("ignored"))
+    return (
+        result.get("prediction"),
+        tuple(sorted((result.get("probas") or {}).items())),
+        result.get("ignored"),
+    )
 
 
 @dataclass
@@ -54,7 +58,9 @@ class Golden:
                 response = client.post(f"{API}/{FEATURES}/{endpoint}/lookup-multi", json={"items": items})
                 response.raise_for_status()
                 results = response.json()["results"]
-                assert len(results) == len(self.ids), f"{endpoint}: {len(results)} results for {len(self.ids)}"
+                assert len(results) == len(self.ids), (
+                    f"{endpoint}: {len(results)} results for {len(self.ids)}"
+                )
                 for cid, result in zip(self.ids, results):
                     assert result.get("data"), f"{endpoint} has no row for {cid}: {result}"
                     self.lookups[f"{endpoint}/{cid}"] = result
@@ -84,8 +90,14 @@ class Golden:
                 if not results or results[0] != expected:
                     return f"{endpoint} {cid}: got {str(results)[:200]}, expected {str(expected)[:200]}"
                 return None
-            return Call(f"lookup {endpoint}", f"{API}/{FEATURES}/{endpoint}/lookup",
-                        {"data": {"customer_id": cid}}, check=check)
+
+            return Call(
+                f"lookup {endpoint}",
+                f"{API}/{FEATURES}/{endpoint}/lookup",
+                {"data": {"customer_id": cid}},
+                check=check,
+            )
+
         return make
 
     def lookup_multi(self, endpoint: str, size: int = 10) -> Callable[[random.Random], Call]:
@@ -98,8 +110,14 @@ class Golden:
                 if results != expected:
                     return f"{endpoint} lookup-multi of {size}: answer differs ({str(results)[:200]})"
                 return None
-            return Call(f"lookup-multi {endpoint}", f"{API}/{FEATURES}/{endpoint}/lookup-multi",
-                        {"items": [{"data": {"customer_id": c}} for c in ids]}, check=check)
+
+            return Call(
+                f"lookup-multi {endpoint}",
+                f"{API}/{FEATURES}/{endpoint}/lookup-multi",
+                {"items": [{"data": {"customer_id": c}} for c in ids]},
+                check=check,
+            )
+
         return make
 
     def predict(self) -> Callable[[random.Random], Call]:
@@ -112,8 +130,14 @@ class Golden:
                 if prediction_of(result) != expected:
                     return f"predict {cid}: got {prediction_of(result)}, expected {expected}"
                 return None
-            return Call("predict", f"{API}/{SCORING}/high-spender/predict",
-                        {"features": {"customer_id": cid}}, check=check)
+
+            return Call(
+                "predict",
+                f"{API}/{SCORING}/high-spender/predict",
+                {"features": {"customer_id": cid}},
+                check=check,
+            )
+
         return make
 
     def predict_multi(self, size: int = 10) -> Callable[[random.Random], Call]:
@@ -127,13 +151,23 @@ class Golden:
                 if got != expected:
                     return f"predict-multi of {size}: answer differs ({str(results)[:200]})"
                 return None
-            return Call("predict-multi", f"{API}/{SCORING}/high-spender/predict-multi",
-                        {"items": [{"features": {"customer_id": c}} for c in ids]}, check=check)
+
+            return Call(
+                "predict-multi",
+                f"{API}/{SCORING}/high-spender/predict-multi",
+                {"items": [{"features": {"customer_id": c}} for c in ids]},
+                check=check,
+            )
+
         return make
 
     def features_calls(self) -> list[Callable[[random.Random], Call]]:
-        return [self.lookup("demographics"), self.lookup("behavior"),
-                self.lookup_multi("demographics"), self.lookup_multi("behavior")]
+        return [
+            self.lookup("demographics"),
+            self.lookup("behavior"),
+            self.lookup_multi("demographics"),
+            self.lookup_multi("behavior"),
+        ]
 
     def scoring_calls(self) -> list[Callable[[random.Random], Call]]:
         return [self.predict(), self.predict(), self.predict_multi()]
