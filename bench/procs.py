@@ -18,7 +18,9 @@ from bench.cores import SERVER_CORE, pinned
 
 
 def port_free(port: int) -> bool:
+    """Nobody listens on it (TIME_WAIT leftovers of our own earlier server do not count, as for uvicorn)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
