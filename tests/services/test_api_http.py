@@ -139,3 +139,17 @@ def test_probes(scoring_server):
     assert httpx.get(scoring_server.url + "/isAlive").status_code == 200
     assert httpx.get(scoring_server.url + "/healthz").status_code == 200
     assert httpx.get(scoring_server.url + "/readyz").json() == {"status": "ready"}
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(scoring_server):
+    body = b'{"features": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    response = post(scoring_server, f"{SCORING}/high-spender/predict", content=body,
+                    headers={"content-type": "application/json"})
+    assert_error(response, 400, "MalformedRequest")
+    assert post(scoring_server, f"{SCORING}/high-spender/predict", {"features": {"customer_id": "C0000005"}}).status_code == 200
+
+
+def test_lookup_rejects_columns_other_than_the_key(features_server):
+    response = post(features_server, f"{FEATURES}/behavior/lookup", {"data": {"customer_id": "C0000001", "region": "x"}})
+    assert_error(response, 400, "InvalidFeatures", "region")
+    assert_error(post(features_server, f"{FEATURES}/behavior/lookup", {"data": {}}), 400, "MissingLookupKey")
