@@ -24,6 +24,8 @@ class _Lookup:
         self.column = spec.key[0][1]
         self._derived = tuple((output, source) for output, source in steps.items() if source in self.features)
         self.source, self.remote = source, remote
+        self._bound_table = None
+        self._bound: tuple = ()
 
     def _wanted(self, features: dict) -> bool:
         get = features.get
@@ -54,6 +56,20 @@ class _Lookup:
             return [self.source.rows(key[column]) for key in keys]
         (column,) = keys[0]
         return await self.source.rows_many([key[column] for key in keys])
+
+    def fill_now(self, features: dict, key: dict) -> None:
+        """``merge`` from an in-memory table, reading only the columns it fills."""
+        table = self.source.table
+        positions = table.rows(key[self.column]) if table is not None else ()
+        if len(positions) != 1:
+            self.merge(features, key, self.source.rows(key[self.column]))
+            return
+        if table is not self._bound_table:  # a refresh swapped the table: bind its columns once
+            self._bound_table, self._bound = table, table.getters([c for c, _ in self.columns])
+        position = positions[0]
+        for (_, feature), get in zip(self.columns, self._bound):
+            if features.get(feature) is None:
+                features[feature] = get(position)
 
     def merge(self, features: dict, key: dict, rows: list[dict]) -> None:
         if not rows:
@@ -104,7 +120,7 @@ class Enricher:
             for lookup in self._lookups:
                 key = lookup.key_of(row)
                 if key is not None:
-                    lookup.merge(row, key, lookup.source.rows(key[lookup.column]))
+                    lookup.fill_now(row, key)
             problem = self._finish(row)
         if problem is not None:
             raise problem

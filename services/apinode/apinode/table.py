@@ -75,5 +75,10 @@ class Table:
     def rows(self, key: object) -> tuple[int, ...]:
         return self.index.rows(key)
 
+    def getters(self, names) -> tuple[Callable[[int], object], ...]:
+        """Value readers for some columns, for callers that need only those."""
+        by_name = dict(self._getters)
+        return tuple(by_name[name] for name in names)
+
     def row(self, position: int) -> dict[str, object]:
         return {name: get(position) for name, get in self._getters}
