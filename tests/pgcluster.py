@@ -44,7 +44,9 @@ def _free_port() -> int:
 class PgCluster:
     """One PostgreSQL server we own, with a login role and a database for the application."""
 
-    def __init__(self, user: str = "apinode", password: str = "pg-test-secret", database: str = "mesh") -> None:
+    def __init__(
+        self, user: str = "apinode", password: str = "pg-test-secret", database: str = "mesh"
+    ) -> None:
         self.user, self.password, self.database = user, password, database
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="pgcluster-"))
@@ -62,19 +64,33 @@ class PgCluster:
 
     @property
     def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.port} dbname={self.database} user={self.user} password={self.password}"
+        return (
+            f"host=127.0.0.1 port={self.port} dbname={self.database} user={self.user}"
+            f" password={self.password}"
+        )
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         command = ["runuser", "-u", "postgres", "--", *args] if self._as_postgres else list(args)
         result = subprocess.run(command, capture_output=True, text=True, cwd=self.root, timeout=120)
         if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-                               f"\n{self.log.read_text() if self.log.exists() else ''}")
+            raise RuntimeError(
+                f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+                f"\n{self.log.read_text() if self.log.exists() else ''}"
+            )
         return result
 
     def init(self) -> None:
-        self._run(str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
-                  "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-sync")
+        self._run(
+            str(BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-sync",
+        )
 
     def start(self) -> PgCluster:
         if not self.data.exists():
@@ -82,10 +98,23 @@ class PgCluster:
             first = True
         else:
             first = False
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root}"
-                   " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
-        self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
-                  "start")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root}"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+        )
+        self._run(
+            str(BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self.running = True
         if first:
             self._psql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
@@ -93,12 +122,27 @@ class PgCluster:
         return self
 
     def _psql(self, sql: str) -> None:
-        self._run(str(BIN / "psql"), "-h", str(self.root), "-p", str(self.port), "-U", "postgres",
-                  "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql)
+        self._run(
+            str(BIN / "psql"),
+            "-h",
+            str(self.root),
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        )
 
     def stop(self) -> None:
         if self.running:
-            self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop", check=False)
+            self._run(
+                str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop", check=False
+            )
             self.running = False
 
     def destroy(self) -> None:

@@ -13,10 +13,21 @@ from onnx import TensorProto, helper
 from apinode.bundle import write_bundle
 
 REPO = Path(__file__).resolve().parents[2]
-NUMERIC = ["age", "tenure_months", "orders_12m", "spend_12m", "avg_basket", "recency_days",
-           "distinct_categories", "return_rate"]
-CATEGORICAL = {"gender": ["F", "M", "X"], "region": ["north", "south", "east", "west"],
-               "campaign_status": ["active", "lapsed", "never"]}
+NUMERIC = [
+    "age",
+    "tenure_months",
+    "orders_12m",
+    "spend_12m",
+    "avg_basket",
+    "recency_days",
+    "distinct_categories",
+    "return_rate",
+]
+CATEGORICAL = {
+    "gender": ["F", "M", "X"],
+    "region": ["north", "south", "east", "west"],
+    "campaign_status": ["active", "lapsed", "never"],
+}
 AS_OF = "2026-06-30"
 
 
@@ -58,17 +69,28 @@ def tables(count: int, seed: int = 7) -> tuple[dict, dict]:
 
 def tiny_model(path: Path) -> None:
     """A logistic score over the contract's 11 inputs: label int64 [N], probabilities float32 [N, 2]."""
-    weights = np.array([[0.01], [0.005], [0.05], [0.002], [0.001], [-0.004], [0.05], [-2.0]], dtype=np.float32)
+    weights = np.array(
+        [[0.01], [0.005], [0.05], [0.002], [0.001], [-0.004], [0.05], [-2.0]], dtype=np.float32
+    )
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 1]) for n in NUMERIC]
     inputs += [helper.make_tensor_value_info(n, TensorProto.STRING, [None, 1]) for n in CATEGORICAL]
-    nodes = [helper.make_node("Concat", NUMERIC, ["numbers"], axis=1),
-             helper.make_node("MatMul", ["numbers", "weights"], ["linear"])]
+    nodes = [
+        helper.make_node("Concat", NUMERIC, ["numbers"], axis=1),
+        helper.make_node("MatMul", ["numbers", "weights"], ["linear"]),
+    ]
     terms = ["linear"]
-    for i, (name, values) in enumerate(CATEGORICAL.items()):
-        nodes.append(helper.make_node("LabelEncoder", [name], [f"{name}_w"], domain="ai.onnx.ml",
-                                      keys_strings=values,
-                                      values_floats=[0.3 * (j - 1) for j in range(len(values))],
-                                      default_float=0.0))
+    for name, values in CATEGORICAL.items():
+        nodes.append(
+            helper.make_node(
+                "LabelEncoder",
+                [name],
+                [f"{name}_w"],
+                domain="ai.onnx.ml",
+                keys_strings=values,
+                values_floats=[0.3 * (j - 1) for j in range(len(values))],
+                default_float=0.0,
+            )
+        )
         terms.append(f"{name}_w")
     nodes += [
         helper.make_node("Sum", terms + ["bias"], ["z"]),
@@ -78,20 +100,32 @@ def tiny_model(path: Path) -> None:
         helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
     ]
     graph = helper.make_graph(
-        nodes, "tiny-high-spender", inputs,
-        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
-         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
-        initializer=[helper.make_tensor("weights", TensorProto.FLOAT, [8, 1], weights.ravel()),
-                     helper.make_tensor("bias", TensorProto.FLOAT, [1], [-1.5]),
-                     helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+        nodes,
+        "tiny-high-spender",
+        inputs,
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
+        ],
+        initializer=[
+            helper.make_tensor("weights", TensorProto.FLOAT, [8, 1], weights.ravel()),
+            helper.make_tensor("bias", TensorProto.FLOAT, [1], [-1.5]),
+            helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+        ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
     model.ir_version = 9
     onnx.checker.check_model(model)
     onnx.save(model, path)
-    meta = {"inputs": [{"name": n, "type": "number"} for n in NUMERIC]
-            + [{"name": n, "type": "string"} for n in CATEGORICAL],
-            "classes": ["0", "1"], "as_of": AS_OF, "metrics": {}}
+    meta = {
+        "inputs": [{"name": n, "type": "number"} for n in NUMERIC]
+        + [{"name": n, "type": "string"} for n in CATEGORICAL],
+        "classes": ["0", "1"],
+        "as_of": AS_OF,
+        "metrics": {},
+    }
     path.with_suffix(".json").write_text(json.dumps(meta))
 
 

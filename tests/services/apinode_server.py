@@ -49,9 +49,23 @@ class ApiNodeProcess:
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ApiNodeProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "apinode", "serve", str(self.service_dir),
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
+                [
+                    sys.executable,
+                    "-m",
+                    "apinode",
+                    "serve",
+                    str(self.service_dir),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+            )
         if wait_ready:
             self.wait_ready(timeout)
         return self

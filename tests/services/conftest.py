@@ -30,8 +30,11 @@ def scoring_server(fixture_services):
 
 @pytest.fixture(scope="session")
 def remote_scoring_server(fixture_services, features_server):
-    env = server_env(APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features_server.url,
-                     APINODE_FEATURES_API_KEY=API_KEY)
+    env = server_env(
+        APINODE_ENRICHMENT="remote",
+        APINODE_FEATURES_URL=features_server.url,
+        APINODE_FEATURES_API_KEY=API_KEY,
+    )
     with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as server:
         yield server
 
@@ -58,7 +61,8 @@ def real_scoring():
 @pytest.fixture(scope="session")
 def real_remote_scoring(real_features):
     """customer-scoring enriching through customer-features over HTTP."""
-    env = server_env(APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=real_features.url,
-                     APINODE_FEATURES_API_KEY=API_KEY)
+    env = server_env(
+        APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=real_features.url, APINODE_FEATURES_API_KEY=API_KEY
+    )
     with ApiNodeProcess(REPO / "services" / "customer-scoring", env).start() as server:
         yield server

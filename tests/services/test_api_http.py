@@ -32,8 +32,17 @@ def test_lookup_returns_the_customer_row(features_server):
     assert result["notFound"] is False
     row = result["data"]
     assert row["customer_id"] == "C0000042"
-    assert set(row) == {"customer_id", "birthdate", "gender", "region", "campaign_status", "signup_date",
-                        "channel", "household_size", "income_band"}
+    assert set(row) == {
+        "customer_id",
+        "birthdate",
+        "gender",
+        "region",
+        "campaign_status",
+        "signup_date",
+        "channel",
+        "household_size",
+        "income_band",
+    }
     assert isinstance(row["household_size"], int) and len(row["birthdate"]) == 10
 
 
@@ -48,23 +57,32 @@ def test_lookup_multi_keeps_order_and_marks_unknown_ids(features_server):
 
 
 def test_bearer_token_is_accepted(features_server):
-    response = httpx.post(features_server.url + f"{FEATURES}/behavior/lookup",
-                          json={"data": {"customer_id": "C0000001"}},
-                          headers={"Authorization": f"Bearer {API_KEY}"})
+    response = httpx.post(
+        features_server.url + f"{FEATURES}/behavior/lookup",
+        json={"data": {"customer_id": "C0000001"}},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("auth, status, error_type", [
-    (None, 401, "Unauthorized"),
-    (("wrong-key", ""), 403, "Forbidden"),
-])
+@pytest.mark.parametrize(
+    "auth, status, error_type",
+    [
+        (None, 401, "Unauthorized"),
+        (("wrong-key", ""), 403, "Forbidden"),
+    ],
+)
 def test_api_key_is_required(features_server, auth, status, error_type):
-    response = post(features_server, f"{FEATURES}/behavior/lookup", {"data": {"customer_id": "C0000001"}}, auth=auth)
+    response = post(
+        features_server, f"{FEATURES}/behavior/lookup", {"data": {"customer_id": "C0000001"}}, auth=auth
+    )
     assert_error(response, status, error_type)
 
 
 def test_predict_answers_prediction_and_probas(scoring_server):
-    response = post(scoring_server, f"{SCORING}/high-spender/predict", {"features": {"customer_id": "C0000005"}})
+    response = post(
+        scoring_server, f"{SCORING}/high-spender/predict", {"features": {"customer_id": "C0000005"}}
+    )
     assert response.status_code == 200, response.text
     result = response.json()["result"]
     assert result["prediction"] in ("0", "1")
@@ -75,36 +93,59 @@ def test_predict_answers_prediction_and_probas(scoring_server):
 
 def test_predict_multi_marks_unscorable_items_ignored(scoring_server):
     items = [{"features": {"customer_id": "C0000005"}}, {"features": {"customer_id": "C0999999"}}]
-    results = post(scoring_server, f"{SCORING}/high-spender/predict-multi", {"items": items}).json()["results"]
+    results = post(scoring_server, f"{SCORING}/high-spender/predict-multi", {"items": items}).json()[
+        "results"
+    ]
     assert results[0]["ignored"] is False and results[0]["prediction"] in ("0", "1")
     assert results[1]["ignored"] is True
     assert "C0999999" in results[1]["ignoreReason"] and results[1]["errorType"] == "RecordNotFound"
 
 
-@pytest.mark.parametrize("body, status, error_type, fragment", [
-    ({"features": {"customer_id": "C0000005", "shoe_size": 42}}, 400, "InvalidFeatures", "shoe_size"),
-    ({"features": {"customer_id": "C0000005", "orders_12m": "many"}}, 400, "InvalidFeatures", "orders_12m"),
-    ({"features": {"customer_id": "C0000005", "birthdate": "31/12/1980"}}, 400, "InvalidFeatures", "birthdate"),
-    ({"features": {"customer_id": "bob"}}, 400, "InvalidFeatures", "customer_id"),
-    ({"features": {"gender": "F"}}, 400, "MissingLookupKey", "customer_id"),
-    ({"features": {"customer_id": "C0999999"}}, 404, "RecordNotFound", "C0999999"),
-    ({"features": "C0000005"}, 400, "MalformedRequest", "features"),
-    ({"record": {}}, 400, "MalformedRequest", "features"),
-    ([1, 2], 400, "MalformedRequest", "object"),
-])
+@pytest.mark.parametrize(
+    "body, status, error_type, fragment",
+    [
+        ({"features": {"customer_id": "C0000005", "shoe_size": 42}}, 400, "InvalidFeatures", "shoe_size"),
+        (
+            {"features": {"customer_id": "C0000005", "orders_12m": "many"}},
+            400,
+            "InvalidFeatures",
+            "orders_12m",
+        ),
+        (
+            {"features": {"customer_id": "C0000005", "birthdate": "31/12/1980"}},
+            400,
+            "InvalidFeatures",
+            "birthdate",
+        ),
+        ({"features": {"customer_id": "bob"}}, 400, "InvalidFeatures", "customer_id"),
+        ({"features": {"gender": "F"}}, 400, "MissingLookupKey", "customer_id"),
+        ({"features": {"customer_id": "C0999999"}}, 404, "RecordNotFound", "C0999999"),
+        ({"features": "C0000005"}, 400, "MalformedRequest", "features"),
+        ({"record": {}}, 400, "MalformedRequest", "features"),
+        ([1, 2], 400, "MalformedRequest", "object"),
+    ],
+)
 def test_bad_prediction_requests_get_a_clear_4xx(scoring_server, body, status, error_type, fragment):
     assert_error(post(scoring_server, f"{SCORING}/high-spender/predict", body), status, error_type, fragment)
 
 
 def test_malformed_json_is_400(scoring_server):
-    response = post(scoring_server, f"{SCORING}/high-spender/predict", content=b'{"features": {',
-                    headers={"content-type": "application/json"})
+    response = post(
+        scoring_server,
+        f"{SCORING}/high-spender/predict",
+        content=b'{"features": {',
+        headers={"content-type": "application/json"},
+    )
     assert_error(response, 400, "MalformedRequest", "JSON")
 
 
 def test_wrong_content_type_is_415(scoring_server):
-    response = post(scoring_server, f"{SCORING}/high-spender/predict", content=b"customer_id=C0000005",
-                    headers={"content-type": "application/x-www-form-urlencoded"})
+    response = post(
+        scoring_server,
+        f"{SCORING}/high-spender/predict",
+        content=b"customer_id=C0000005",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert_error(response, 415, "UnsupportedMediaType", "application/json")
 
 
@@ -116,16 +157,23 @@ def test_oversized_body_is_413(scoring_server):
 
 def test_oversized_batch_is_413(scoring_server):
     items = [{"features": {"customer_id": "C0000001"}}] * 1001
-    assert_error(post(scoring_server, f"{SCORING}/high-spender/predict-multi", {"items": items}),
-                 413, "PayloadTooLarge", "1000")
+    assert_error(
+        post(scoring_server, f"{SCORING}/high-spender/predict-multi", {"items": items}),
+        413,
+        "PayloadTooLarge",
+        "1000",
+    )
 
 
-@pytest.mark.parametrize("path, fragment", [
-    ("/public/api/v1/customer-billing/x/predict", "customer-billing"),
-    (f"{SCORING}/low-spender/predict", "low-spender"),
-    (f"{SCORING}/high-spender/explain", "explain"),
-    ("/admin", "/admin"),
-])
+@pytest.mark.parametrize(
+    "path, fragment",
+    [
+        ("/public/api/v1/customer-billing/x/predict", "customer-billing"),
+        (f"{SCORING}/low-spender/predict", "low-spender"),
+        (f"{SCORING}/high-spender/explain", "explain"),
+        ("/admin", "/admin"),
+    ],
+)
 def test_unknown_routes_are_404(scoring_server, path, fragment):
     assert_error(post(scoring_server, path, {"features": {}}), 404, "NotFound", fragment)
 
@@ -143,13 +191,24 @@ def test_probes(scoring_server):
 
 def test_deeply_nested_json_is_a_400_not_a_crash(scoring_server):
     body = b'{"features": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    response = post(scoring_server, f"{SCORING}/high-spender/predict", content=body,
-                    headers={"content-type": "application/json"})
+    response = post(
+        scoring_server,
+        f"{SCORING}/high-spender/predict",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
     assert_error(response, 400, "MalformedRequest")
-    assert post(scoring_server, f"{SCORING}/high-spender/predict", {"features": {"customer_id": "C0000005"}}).status_code == 200
+    assert (
+        post(
+            scoring_server, f"{SCORING}/high-spender/predict", {"features": {"customer_id": "C0000005"}}
+        ).status_code
+        == 200
+    )
 
 
 def test_lookup_rejects_columns_other_than_the_key(features_server):
-    response = post(features_server, f"{FEATURES}/behavior/lookup", {"data": {"customer_id": "C0000001", "region": "x"}})
+    response = post(
+        features_server, f"{FEATURES}/behavior/lookup", {"data": {"customer_id": "C0000001", "region": "x"}}
+    )
     assert_error(response, 400, "InvalidFeatures", "region")
     assert_error(post(features_server, f"{FEATURES}/behavior/lookup", {"data": {}}), 400, "MissingLookupKey")

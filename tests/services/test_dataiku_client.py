@@ -47,8 +47,10 @@ def test_score_by_id_equals_score_with_all_features(request, real_features, scor
 def test_caller_values_win_over_looked_up_ones(real_scoring):
     scoring_client = client(real_scoring, "customer-scoring")
     base = scoring_client.predict_record("high-spender", {"customer_id": "C0000002"})["result"]
-    rich = scoring_client.predict_record("high-spender", {"customer_id": "C0000002", "spend_12m": 25000.0,
-                                                          "orders_12m": 60, "avg_basket": 400.0})["result"]
+    rich = scoring_client.predict_record(
+        "high-spender",
+        {"customer_id": "C0000002", "spend_12m": 25000.0, "orders_12m": 60, "avg_basket": 400.0},
+    )["result"]
     assert rich["probas"]["1"] > base["probas"]["1"]
 
 
@@ -64,7 +66,8 @@ def test_predict_records_batch_matches_single_calls(real_remote_scoring):
 
 def test_lookup_records(real_features):
     answer = client(real_features, "customer-features").lookup_records(
-        "behavior", [{"data": {"customer_id": cid}} for cid in CUSTOMERS])
+        "behavior", [{"data": {"customer_id": cid}} for cid in CUSTOMERS]
+    )
     assert [r["data"]["customer_id"] for r in answer["results"]] == CUSTOMERS
     assert all(isinstance(r["data"]["orders_12m"], int) for r in answer["results"])
 
@@ -74,4 +77,5 @@ def test_client_sees_error_type_and_message(real_scoring):
         client(real_scoring, "customer-scoring").predict_record("high-spender", {"customer_id": "C9999999"})
     with pytest.raises(DataikuException, match="Forbidden"):
         APINodeClient(real_scoring.url, "customer-scoring", api_key="nope").predict_record(
-            "high-spender", {"customer_id": "C0000001"})
+            "high-spender", {"customer_id": "C0000001"}
+        )

@@ -24,14 +24,32 @@ def edited(fixture_dir, tmp_path, edit):
     return target
 
 
-@pytest.mark.parametrize("edit, fragment", [
-    (lambda raw: raw["tables"]["behavior"].update(key="client_id"), "tables.behavior.key: 'client_id' is not one"),
-    (lambda raw: raw["tables"]["behavior"]["columns"].update(spend_12m="money"), "tables.behavior.columns.spend_12m.type"),
-    (lambda raw: raw["endpoints"]["behavior"].update(table="orders"), "endpoints.behavior.table: unknown table 'orders'"),
-    (lambda raw: raw["endpoints"]["behavior"].update(type="sql"), "endpoints.behavior.type: 'sql' is not one of"),
-    (lambda raw: raw["tables"]["behavior"].update(source="sql", sql=None), "tables.behavior.sql: required"),
-    (lambda raw: raw.pop("service"), "service: required"),
-])
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (
+            lambda raw: raw["tables"]["behavior"].update(key="client_id"),
+            "tables.behavior.key: 'client_id' is not one",
+        ),
+        (
+            lambda raw: raw["tables"]["behavior"]["columns"].update(spend_12m="money"),
+            "tables.behavior.columns.spend_12m.type",
+        ),
+        (
+            lambda raw: raw["endpoints"]["behavior"].update(table="orders"),
+            "endpoints.behavior.table: unknown table 'orders'",
+        ),
+        (
+            lambda raw: raw["endpoints"]["behavior"].update(type="sql"),
+            "endpoints.behavior.type: 'sql' is not one of",
+        ),
+        (
+            lambda raw: raw["tables"]["behavior"].update(source="sql", sql=None),
+            "tables.behavior.sql: required",
+        ),
+        (lambda raw: raw.pop("service"), "service: required"),
+    ],
+)
 def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edit, fragment):
     service = edited(fixture_services["customer-features"], tmp_path, edit)
     with pytest.raises(DefinitionError, match="service.yaml") as error:
@@ -39,17 +57,35 @@ def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edi
     assert fragment in str(error.value)
 
 
-@pytest.mark.parametrize("edit, fragment", [
-    (lambda raw: raw["endpoints"]["high-spender"].update(model="model/missing.onnx"), "high-spender.model: no such file"),
-    (lambda raw: raw["endpoints"]["high-spender"]["preprocessing"][0].update(transform="log"),
-     "preprocessing[0].transform: 'log' is not one of"),
-    (lambda raw: raw["endpoints"]["high-spender"]["preprocessing"][0].update(input="birthday"),
-     "preprocessing[0].input: 'birthday' is not a feature"),
-    (lambda raw: raw["endpoints"]["high-spender"]["enrichment"]["lookups"][0].update(on_not_found="guess"),
-     "lookups[0].on_not_found: 'guess' is not one of"),
-    (lambda raw: raw["endpoints"]["high-spender"]["enrichment"]["lookups"][1].update(columns={"colour": "x"}),
-     "lookups[1].columns.colour: not a column of table behavior"),
-])
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (
+            lambda raw: raw["endpoints"]["high-spender"].update(model="model/missing.onnx"),
+            "high-spender.model: no such file",
+        ),
+        (
+            lambda raw: raw["endpoints"]["high-spender"]["preprocessing"][0].update(transform="log"),
+            "preprocessing[0].transform: 'log' is not one of",
+        ),
+        (
+            lambda raw: raw["endpoints"]["high-spender"]["preprocessing"][0].update(input="birthday"),
+            "preprocessing[0].input: 'birthday' is not a feature",
+        ),
+        (
+            lambda raw: raw["endpoints"]["high-spender"]["enrichment"]["lookups"][0].update(
+                on_not_found="guess"
+            ),
+            "lookups[0].on_not_found: 'guess' is not one of",
+        ),
+        (
+            lambda raw: raw["endpoints"]["high-spender"]["enrichment"]["lookups"][1].update(
+                columns={"colour": "x"}
+            ),
+            "lookups[1].columns.colour: not a column of table behavior",
+        ),
+    ],
+)
 def test_scoring_definition_errors_name_the_key(fixture_services, tmp_path, edit, fragment):
     service = edited(fixture_services["customer-scoring"], tmp_path, edit)
     with pytest.raises(DefinitionError) as error:
@@ -58,14 +94,25 @@ def test_scoring_definition_errors_name_the_key(fixture_services, tmp_path, edit
 
 
 def test_environment_switches_sources_and_enrichment(fixture_services):
-    env = {"APINODE_SOURCE": "sql", "APINODE_SQL_URL": "postgresql://app@127.0.0.1:5432/mesh",
-           "APINODE_SQL_MODE": "live", "APINODE_SQL_POOL_SIZE": "7", "APINODE_ENRICHMENT": "remote",
-           "APINODE_FEATURES_URL": "http://127.0.0.1:9999/", "APINODE_FEATURES_API_KEY": "k",
-           "APINODE_MAX_BATCH_ITEMS": "10"}
+    env = {
+        "APINODE_SOURCE": "sql",
+        "APINODE_SQL_URL": "postgresql://app@127.0.0.1:5432/mesh",
+        "APINODE_SQL_MODE": "live",
+        "APINODE_SQL_POOL_SIZE": "7",
+        "APINODE_ENRICHMENT": "remote",
+        "APINODE_FEATURES_URL": "http://127.0.0.1:9999/",
+        "APINODE_FEATURES_API_KEY": "k",
+        "APINODE_MAX_BATCH_ITEMS": "10",
+    }
     definition = load_definition(fixture_services["customer-scoring"], env)
     sql = definition.tables["behavior"].sql
     assert definition.tables["behavior"].source == "sql"
-    assert (sql.url, sql.mode, sql.pool_size, sql.table) == ("postgresql://app@127.0.0.1:5432/mesh", "live", 7, "behavior")
+    assert (sql.url, sql.mode, sql.pool_size, sql.table) == (
+        "postgresql://app@127.0.0.1:5432/mesh",
+        "live",
+        7,
+        "behavior",
+    )
     assert definition.predictions["high-spender"].enrichment_via == "remote"
     assert definition.remotes["customer-features"].url == "http://127.0.0.1:9999"
     assert definition.limits.max_batch_items == 10
@@ -73,8 +120,11 @@ def test_environment_switches_sources_and_enrichment(fixture_services):
 
 def test_overlay_file_is_merged_before_variables(fixture_services, tmp_path):
     overlay = tmp_path / "overlay.yaml"
-    overlay.write_text("tables:\n  behavior:\n    source: sql\n    sql: {url: 'postgresql://x@127.0.0.1/db', refresh_seconds: 5}\n"
-                       "limits: {max_body_bytes: 2048}\n")
+    overlay.write_text(
+        "tables:\n  behavior:\n    source: sql\n"
+        "    sql: {url: 'postgresql://x@127.0.0.1/db', refresh_seconds: 5}\n"
+        "limits: {max_body_bytes: 2048}\n"
+    )
     definition = load_definition(fixture_services["customer-features"], {"APINODE_OVERLAY": str(overlay)})
     assert definition.tables["behavior"].sql.refresh_seconds == 5
     assert definition.tables["behavior"].sql.table == "behavior"
@@ -97,9 +147,17 @@ def test_api_keys_from_a_mounted_file(fixture_services, tmp_path):
 
 
 def test_cli_exits_2_with_the_reason(fixture_services, tmp_path):
-    service = edited(fixture_services["customer-features"], tmp_path, lambda raw: raw["tables"].pop("behavior"))
-    result = subprocess.run([sys.executable, "-m", "apinode", "serve", str(service), "--port", "1"],
-                            env=server_env(), capture_output=True, text=True, cwd=REPO, timeout=60)
+    service = edited(
+        fixture_services["customer-features"], tmp_path, lambda raw: raw["tables"].pop("behavior")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "apinode", "serve", str(service), "--port", "1"],
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "endpoints.behavior.table: unknown table 'behavior'" in result.stderr
 
@@ -107,7 +165,13 @@ def test_cli_exits_2_with_the_reason(fixture_services, tmp_path):
 def test_unreadable_bundle_stops_start_up_with_code_3(fixture_services, tmp_path):
     service = edited(fixture_services["customer-features"], tmp_path, lambda raw: None)
     (service / "data" / "behavior.npz").write_bytes(b"not a zip")
-    result = subprocess.run([sys.executable, "-m", "apinode", "serve", str(service), "--port", "0"],
-                            env=server_env(), capture_output=True, text=True, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "apinode", "serve", str(service), "--port", "0"],
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 3
     assert "behavior.npz" in result.stderr

@@ -21,9 +21,22 @@ def test_make_run_launcher_prints_a_working_curl_and_stops_on_ctrl_c():
     env = server_env()
     del env["APINODE_API_KEYS"]  # the launcher's default key must apply
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "apinode.local", "--scoring-port", str(scoring), "--features-port", str(features)],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)  # its own process group: the test's Ctrl-C reaches only it and its children
+        [
+            sys.executable,
+            "-m",
+            "apinode.local",
+            "--scoring-port",
+            str(scoring),
+            "--features-port",
+            str(features),
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # its own process group: the test's Ctrl-C reaches only it and its children
     output = []
     try:
         deadline = time.monotonic() + 90
@@ -43,8 +56,12 @@ def test_make_run_launcher_prints_a_working_curl_and_stops_on_ctrl_c():
         else:
             print("curl is not installed: replaying the printed request with httpx")
             args = shlex.split(curl)
-            answer = httpx.post(args[-1], content=args[args.index("-d") + 1], auth=("local-dev-key", ""),
-                                headers={"content-type": "application/json"}).text
+            answer = httpx.post(
+                args[-1],
+                content=args[args.index("-d") + 1],
+                auth=("local-dev-key", ""),
+                headers={"content-type": "application/json"},
+            ).text
         assert '"prediction"' in answer and '"probas"' in answer, answer
         os.killpg(launcher.pid, signal.SIGINT)
         assert launcher.wait(timeout=40) == 0, launcher.stdout.read()

@@ -26,7 +26,17 @@ def test_dense_ids_find_their_rows_and_reject_lookalikes():
     index = PrefixedIntIndex.build(ids(*range(1, 1001)))
     assert index.dense
     assert index.rows("C0000001") == (0,) and index.rows("C0001000") == (999,)
-    for other in ("C0001001", "C0000000", "c0000001", "C000001", "C00000001", "D0000001", "C00000x1", "C０000001", 1):
+    for other in (
+        "C0001001",
+        "C0000000",
+        "c0000001",
+        "C000001",
+        "C00000001",
+        "D0000001",
+        "C00000x1",
+        "C０000001",
+        1,
+    ):
         assert index.rows(other) == (), other
     assert index.key_at(41) == "C0000042"
 
@@ -47,15 +57,39 @@ def test_keys_of_other_shapes_fall_back_to_a_dict():
 
 
 def test_table_rows_are_typed_like_the_definition():
-    spec = TableSpec("t", "customer_id", (ColumnSpec("customer_id", "string"), ColumnSpec("born", "date"),
-                                          ColumnSpec("n", "integer"), ColumnSpec("x", "number"),
-                                          ColumnSpec("colour", "string")), "bundled", None, None)
-    table = Table(spec, {
-        "customer_id": ids(1, 2), "born": np.array(["1980-02-29", "2001-12-31"]),
-        "n": np.array([3, 4], dtype=np.int32), "x": np.array([0.5, 1.5]),
-        "colour": EncodedColumn(np.array([1, 0], dtype=np.uint8), np.array(["blue", "red"]))}, "test")
+    spec = TableSpec(
+        "t",
+        "customer_id",
+        (
+            ColumnSpec("customer_id", "string"),
+            ColumnSpec("born", "date"),
+            ColumnSpec("n", "integer"),
+            ColumnSpec("x", "number"),
+            ColumnSpec("colour", "string"),
+        ),
+        "bundled",
+        None,
+        None,
+    )
+    table = Table(
+        spec,
+        {
+            "customer_id": ids(1, 2),
+            "born": np.array(["1980-02-29", "2001-12-31"]),
+            "n": np.array([3, 4], dtype=np.int32),
+            "x": np.array([0.5, 1.5]),
+            "colour": EncodedColumn(np.array([1, 0], dtype=np.uint8), np.array(["blue", "red"])),
+        },
+        "test",
+    )
     (row,) = table.rows("C0000001")
-    assert table.row(row) == {"customer_id": "C0000001", "born": "1980-02-29", "n": 3, "x": 0.5, "colour": "red"}
+    assert table.row(row) == {
+        "customer_id": "C0000001",
+        "born": "1980-02-29",
+        "n": 3,
+        "x": 0.5,
+        "colour": "red",
+    }
     assert type(table.row(row)["n"]) is int
 
 
@@ -95,14 +129,29 @@ def test_api_keys_basic_username_or_bearer():
 
 
 def test_validator_normalises_and_explains():
-    validate = FeatureValidator([ColumnSpec("id", "string", pattern="^C[0-9]{7}$"), ColumnSpec("n", "integer"),
-                                 ColumnSpec("x", "number"), ColumnSpec("d", "date"), ColumnSpec("b", "boolean")])
+    validate = FeatureValidator(
+        [
+            ColumnSpec("id", "string", pattern="^C[0-9]{7}$"),
+            ColumnSpec("n", "integer"),
+            ColumnSpec("x", "number"),
+            ColumnSpec("d", "date"),
+            ColumnSpec("b", "boolean"),
+        ]
+    )
     clean = validate({"id": "C0000001", "n": 3.0, "x": 2, "d": "2020-02-29", "b": False}, "f")
     assert clean == {"id": "C0000001", "n": 3, "x": 2, "d": "2020-02-29", "b": False}
     assert type(clean["n"]) is int
     assert validate({"id": None}, "f") == {}
-    for bad, name in [({"n": 3.5}, "'n'"), ({"n": True}, "'n'"), ({"x": "1"}, "'x'"), ({"d": "2021-02-29"}, "'d'"),
-                      ({"d": "20200101"}, "'d'"), ({"id": "C1"}, "'id'"), ({"b": 1}, "'b'"), ({"zzz": 1}, "'zzz'")]:
+    for bad, name in [
+        ({"n": 3.5}, "'n'"),
+        ({"n": True}, "'n'"),
+        ({"x": "1"}, "'x'"),
+        ({"d": "2021-02-29"}, "'d'"),
+        ({"d": "20200101"}, "'d'"),
+        ({"id": "C1"}, "'id'"),
+        ({"b": 1}, "'b'"),
+        ({"zzz": 1}, "'zzz'"),
+    ]:
         with pytest.raises(InvalidFeatures, match=name):
             validate(bad, "f")
     with pytest.raises(MalformedRequest):

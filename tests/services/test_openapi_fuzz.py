@@ -25,16 +25,37 @@ def test_swagger_has_the_real_feature_schema(real_scoring):
     assert {"age", "gender", "orders_12m", "top_category"} <= set(features["properties"])
 
 
-@pytest.mark.parametrize("fixture, service", [("real_features", "customer-features"),
-                                              ("real_scoring", "customer-scoring")])
+@pytest.mark.parametrize(
+    "fixture, service", [("real_features", "customer-features"), ("real_scoring", "customer-scoring")]
+)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(request, tmp_path, fixture, service):
     server = request.getfixturevalue(fixture)
     # positive_data_acceptance is left out on purpose: a schema cannot say "customer_id, or every
     # model input", so a schema-valid request without either is rightly a 400 MissingLookupKey.
-    command = [str(SCHEMATHESIS), "run", f"{server.url}/public/api/v1/{service}/swagger", "--url", server.url,
-               "-H", f"Authorization: Bearer {API_KEY}", "--checks", "all",
-               "--exclude-checks", "positive_data_acceptance", "--seed", "20260630", "--max-examples", "60",
-               "--generation-database", "none", "--no-color", "--workers", "2", "--request-timeout", "10"]
+    command = [
+        str(SCHEMATHESIS),
+        "run",
+        f"{server.url}/public/api/v1/{service}/swagger",
+        "--url",
+        server.url,
+        "-H",
+        f"Authorization: Bearer {API_KEY}",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        "positive_data_acceptance",
+        "--seed",
+        "20260630",
+        "--max-examples",
+        "60",
+        "--generation-database",
+        "none",
+        "--no-color",
+        "--workers",
+        "2",
+        "--request-timeout",
+        "10",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     assert "passed" in result.stdout

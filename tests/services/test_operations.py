@@ -14,27 +14,41 @@ PREDICT = "/public/api/v1/customer-scoring/high-spender/predict"
 
 
 def predict(server, customer_id="C0000003", timeout=10):
-    return httpx.post(server.url + PREDICT, json={"features": {"customer_id": customer_id}}, auth=(API_KEY, ""),
-                      timeout=timeout)
+    return httpx.post(
+        server.url + PREDICT,
+        json={"features": {"customer_id": customer_id}},
+        auth=(API_KEY, ""),
+        timeout=timeout,
+    )
 
 
 def test_metrics_count_requests_errors_and_data_age(scoring_server):
     predict(scoring_server)
     predict(scoring_server, "C0999999")
     text = httpx.get(scoring_server.url + "/metrics").text
-    assert 'apinode_requests_total{endpoint="high-spender/predict",service="customer-scoring",status="200"}' in text
-    assert 'apinode_errors_total{endpoint="high-spender/predict",error_type="RecordNotFound",service="customer-scoring"}' in text
+    assert (
+        'apinode_requests_total{endpoint="high-spender/predict",service="customer-scoring",status="200"}'
+        in text
+    )
+    assert (
+        'apinode_errors_total{endpoint="high-spender/predict",error_type="RecordNotFound",service="customer-scoring"}'
+        in text
+    )
     assert 'apinode_request_duration_seconds_bucket{endpoint="high-spender/predict"' in text
-    age = next(line for line in text.splitlines() if line.startswith("apinode_source_data_age_seconds")
-               and 'source="behavior"' in line)
+    age = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("apinode_source_data_age_seconds") and 'source="behavior"' in line
+    )
     assert float(age.split()[-1]) >= 0
     assert 'apinode_source_stale{kind="bundled",service="customer-scoring",source="behavior"} 0.0' in text
 
 
 def test_features_service_down_gives_a_clear_503_then_scoring_recovers(fixture_services):
     features = ApiNodeProcess(fixture_services["customer-features"]).start()
-    env = server_env(APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features.url,
-                     APINODE_FEATURES_API_KEY=API_KEY)
+    env = server_env(
+        APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features.url, APINODE_FEATURES_API_KEY=API_KEY
+    )
     try:
         with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as scoring:
             expected = predict(scoring).json()["result"]
@@ -45,9 +59,21 @@ def test_features_service_down_gives_a_clear_503_then_scoring_recovers(fixture_s
             assert body["errorType"] == "SourceUnavailable"
             assert "customer-features" in body["message"]
             # Sent in full, a record needs no enrichment: it is still scored during the outage.
-            complete = {"features": {"age": 40, "tenure_months": 12, "orders_12m": 3, "spend_12m": 120.0,
-                                     "avg_basket": 40.0, "recency_days": 10, "distinct_categories": 2,
-                                     "return_rate": 0.0, "gender": "F", "region": "north", "campaign_status": "active"}}
+            complete = {
+                "features": {
+                    "age": 40,
+                    "tenure_months": 12,
+                    "orders_12m": 3,
+                    "spend_12m": 120.0,
+                    "avg_basket": 40.0,
+                    "recency_days": 10,
+                    "distinct_categories": 2,
+                    "return_rate": 0.0,
+                    "gender": "F",
+                    "region": "north",
+                    "campaign_status": "active",
+                }
+            }
             assert httpx.post(scoring.url + PREDICT, json=complete, auth=(API_KEY, "")).status_code == 200
             features = ApiNodeProcess(fixture_services["customer-features"], port=features.port).start()
             assert predict(scoring).json()["result"] == expected
@@ -56,8 +82,11 @@ def test_features_service_down_gives_a_clear_503_then_scoring_recovers(fixture_s
 
 
 def test_wrong_features_key_is_a_503_not_a_caller_error(fixture_services, features_server):
-    env = server_env(APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features_server.url,
-                     APINODE_FEATURES_API_KEY="not-the-key")
+    env = server_env(
+        APINODE_ENRICHMENT="remote",
+        APINODE_FEATURES_URL=features_server.url,
+        APINODE_FEATURES_API_KEY="not-the-key",
+    )
     with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as scoring:
         response = predict(scoring)
         assert response.status_code == 503 and "403" in response.json()["detailedMessage"]
@@ -68,13 +97,19 @@ def test_sigterm_drains_then_exits_0(fixture_services):
     server = ApiNodeProcess(fixture_services["customer-scoring"], env).start()
     try:
         with httpx.Client(auth=(API_KEY, "")) as client:
-            assert client.post(server.url + PREDICT, json={"features": {"customer_id": "C0000003"}}).status_code == 200
+            assert (
+                client.post(server.url + PREDICT, json={"features": {"customer_id": "C0000003"}}).status_code
+                == 200
+            )
             server.terminate()
             time.sleep(0.3)
             ready = client.get(server.url + "/readyz")
             assert ready.status_code == 503 and "draining" in ready.json()["detailedMessage"]
             # Still answering during the drain delay, so a load balancer has time to stop sending.
-            assert client.post(server.url + PREDICT, json={"features": {"customer_id": "C0000003"}}).status_code == 200
+            assert (
+                client.post(server.url + PREDICT, json={"features": {"customer_id": "C0000003"}}).status_code
+                == 200
+            )
         assert server.wait_exit(15) == 0, server.log()
         with pytest.raises(httpx.ConnectError):
             httpx.get(server.url + "/healthz")
@@ -94,8 +129,9 @@ def test_sigint_stops_at_once_with_code_0(fixture_services):
 
 def test_frozen_features_service_times_out_into_a_503_and_recovers(fixture_services):
     with ApiNodeProcess(fixture_services["customer-features"]).start() as features:
-        env = server_env(APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features.url,
-                         APINODE_FEATURES_API_KEY=API_KEY)
+        env = server_env(
+            APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features.url, APINODE_FEATURES_API_KEY=API_KEY
+        )
         with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as scoring:
             expected = predict(scoring).json()["result"]
             features.process.send_signal(signal.SIGSTOP)

@@ -1,4 +1,4 @@
-"""SQL sources against a real PostgreSQL: cached (refresh, stale on outage) and live (at once, 503 on outage)."""
+"""SQL sources on a real PostgreSQL: cached (refresh, stale on outage) and live (at once, 503 on outage)."""
 
 from __future__ import annotations
 
@@ -24,21 +24,31 @@ def database():
         pytest.skip(reason)
     with PgCluster() as db:
         for name, columns in zip(("demographics", "behavior"), tables(200)):
-            ddl = ", ".join(f"{c} {'date' if c in DATE_COLUMNS else SQL_TYPES[v.dtype.kind]}"
-                            + (" PRIMARY KEY" if c == "customer_id" else "") for c, v in columns.items())
+            ddl = ", ".join(
+                f"{c} {'date' if c in DATE_COLUMNS else SQL_TYPES[v.dtype.kind]}"
+                + (" PRIMARY KEY" if c == "customer_id" else "")
+                for c, v in columns.items()
+            )
             db.execute(f"CREATE TABLE {name} ({ddl})")
             db.insert(name, list(columns), zip(*(v.tolist() for v in columns.values())))
         yield db
 
 
 def sql_env(db: PgCluster, mode: str) -> dict[str, str]:
-    return server_env(APINODE_SOURCE="sql", APINODE_SQL_URL=db.url, APINODE_SQL_PASSWORD=db.password,
-                      APINODE_SQL_MODE=mode, APINODE_SQL_REFRESH_SECONDS="0.5", APINODE_SQL_TIMEOUT_SECONDS="1")
+    return server_env(
+        APINODE_SOURCE="sql",
+        APINODE_SQL_URL=db.url,
+        APINODE_SQL_PASSWORD=db.password,
+        APINODE_SQL_MODE=mode,
+        APINODE_SQL_REFRESH_SECONDS="0.5",
+        APINODE_SQL_TIMEOUT_SECONDS="1",
+    )
 
 
 def lookup(server, customer_id="C0000010"):
-    return httpx.post(server.url + LOOKUP, json={"data": {"customer_id": customer_id}}, auth=(API_KEY, ""),
-                      timeout=10)
+    return httpx.post(
+        server.url + LOOKUP, json={"data": {"customer_id": customer_id}}, auth=(API_KEY, ""), timeout=10
+    )
 
 
 def eventually(condition, what: str, limit: float = 20.0):
@@ -54,7 +64,9 @@ def eventually(condition, what: str, limit: float = 20.0):
 
 def stale_metric(server) -> str:
     text = httpx.get(server.url + "/metrics").text
-    return next(line for line in text.splitlines() if line.startswith("apinode_source_stale") and "behavior" in line)
+    return next(
+        line for line in text.splitlines() if line.startswith("apinode_source_stale") and "behavior" in line
+    )
 
 
 def test_cached_refresh_then_stale_on_outage_then_recovery(database, fixture_services):
@@ -63,8 +75,10 @@ def test_cached_refresh_then_stale_on_outage_then_recovery(database, fixture_ser
         assert lookup(server).json()["results"][0]["data"]["orders_12m"] == 5
 
         database.execute("UPDATE behavior SET orders_12m = 77 WHERE customer_id = 'C0000010'")
-        eventually(lambda: lookup(server).json()["results"][0]["data"]["orders_12m"] == 77,
-                   "the changed row is served after a refresh")
+        eventually(
+            lambda: lookup(server).json()["results"][0]["data"]["orders_12m"] == 77,
+            "the changed row is served after a refresh",
+        )
 
         database.stop()
         eventually(lambda: stale_metric(server).endswith(" 1.0"), "the cached table is reported stale")
@@ -76,8 +90,10 @@ def test_cached_refresh_then_stale_on_outage_then_recovery(database, fixture_ser
 
         database.start()
         database.execute("UPDATE behavior SET orders_12m = 78 WHERE customer_id = 'C0000010'")
-        eventually(lambda: lookup(server).json()["results"][0]["data"]["orders_12m"] == 78,
-                   "the cache recovers and serves fresh data")
+        eventually(
+            lambda: lookup(server).json()["results"][0]["data"]["orders_12m"] == 78,
+            "the cache recovers and serves fresh data",
+        )
         assert "x-apinode-stale-data" not in lookup(server).headers
         assert stale_metric(server).endswith(" 0.0")
     assert database.password not in server.log()
@@ -90,8 +106,15 @@ def test_live_sees_changes_at_once_503_on_outage_then_recovers(database, fixture
         database.execute("UPDATE behavior SET spend_12m = 99.25 WHERE customer_id = 'C0000010'")
         assert lookup(server).json()["results"][0]["data"]["spend_12m"] == 99.25
         assert lookup(server, "C0999999").json()["results"][0]["notFound"] is True
-        many = httpx.post(server.url + LOOKUP + "-multi", auth=(API_KEY, ""), json={
-            "items": [{"data": {"customer_id": c}} for c in ("C0000002", "C0999999", "C0000001", "C0000002")]})
+        many = httpx.post(
+            server.url + LOOKUP + "-multi",
+            auth=(API_KEY, ""),
+            json={
+                "items": [
+                    {"data": {"customer_id": c}} for c in ("C0000002", "C0999999", "C0000001", "C0000002")
+                ]
+            },
+        )
         assert [r["notFound"] for r in many.json()["results"]] == [False, True, False, False]
 
         database.stop()
@@ -111,12 +134,15 @@ def test_scoring_enriches_from_live_sql(database, fixture_services):
     env = sql_env(database, "live")
     with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as server:
         path = "/public/api/v1/customer-scoring/high-spender/predict"
-        response = httpx.post(server.url + path, json={"features": {"customer_id": "C0000003"}}, auth=(API_KEY, ""))
+        response = httpx.post(
+            server.url + path, json={"features": {"customer_id": "C0000003"}}, auth=(API_KEY, "")
+        )
         assert response.status_code == 200, response.text
         database.stop()
         try:
-            response = httpx.post(server.url + path, json={"features": {"customer_id": "C0000003"}},
-                                  auth=(API_KEY, ""))
+            response = httpx.post(
+                server.url + path, json={"features": {"customer_id": "C0000003"}}, auth=(API_KEY, "")
+            )
             assert response.status_code == 503 and response.json()["errorType"] == "SourceUnavailable"
         finally:
             database.start()

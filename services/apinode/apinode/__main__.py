@@ -21,8 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     check_parser = commands.add_parser("check", help="validate a service definition and exit")
     check_parser.add_argument("service_dir")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.__dict__.get("log_level", "info").upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.__dict__.get("log_level", "info").upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from .settings import load_settings
 
     try:

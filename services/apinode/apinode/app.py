@@ -10,7 +10,13 @@ import orjson
 
 from .auth import ApiKeys
 from .errors import (
-    ApiError, MalformedRequest, MethodNotAllowed, NotFound, NotReady, PayloadTooLarge, RequestTimeout,
+    ApiError,
+    MalformedRequest,
+    MethodNotAllowed,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
 )
 from .handlers import LookupHandler, PredictionHandler
@@ -58,15 +64,22 @@ class ApiNodeApp:
         for name, endpoint in definition.lookups.items():
             handler = LookupHandler(definition, endpoint, self.runtime)
             self._routes[f"{base}{name}/lookup"] = _Route(handler.one, f"{name}/lookup", handler.tables)
-            self._routes[f"{base}{name}/lookup-multi"] = _Route(handler.many, f"{name}/lookup-multi", handler.tables)
+            self._routes[f"{base}{name}/lookup-multi"] = _Route(
+                handler.many, f"{name}/lookup-multi", handler.tables
+            )
         for name, endpoint in definition.predictions.items():
             handler = PredictionHandler(definition, endpoint, self.runtime)
             self._routes[f"{base}{name}/predict"] = _Route(handler.one, f"{name}/predict", handler.tables)
-            self._routes[f"{base}{name}/predict-multi"] = _Route(handler.many, f"{name}/predict-multi", handler.tables)
+            self._routes[f"{base}{name}/predict-multi"] = _Route(
+                handler.many, f"{name}/predict-multi", handler.tables
+            )
         self._swagger = orjson.dumps(openapi_document(definition))
         self._gets = {
-            "/isAlive": self._alive, "/healthz": self._alive, "/readyz": self._ready,
-            "/metrics": self._metrics, f"{base}swagger": self._openapi,
+            "/isAlive": self._alive,
+            "/healthz": self._alive,
+            "/readyz": self._ready,
+            "/metrics": self._metrics,
+            f"{base}swagger": self._openapi,
         }
 
     async def __call__(self, scope, receive, send) -> None:
@@ -99,13 +112,17 @@ class ApiNodeApp:
                     length = value
             self._keys.check(authorization)
             if content_type is not None and not _json_content_type(content_type):
-                raise UnsupportedMediaType(f"unsupported content type {content_type.decode('latin-1')!r}",
-                                           "send the body as JSON (Content-Type: application/json)")
+                raise UnsupportedMediaType(
+                    f"unsupported content type {content_type.decode('latin-1')!r}",
+                    "send the body as JSON (Content-Type: application/json)",
+                )
             body = await self._body(receive, length)
             try:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError as error:
-                raise MalformedRequest("the body is not valid JSON", f"the body is not valid JSON: {error}") from None
+                raise MalformedRequest(
+                    "the body is not valid JSON", f"the body is not valid JSON: {error}"
+                ) from None
             answer = await route.call(parsed)
             if route.tables and self.runtime.sources:
                 stale = self.runtime.stale_sources(route.tables)
@@ -124,8 +141,13 @@ class ApiNodeApp:
             log.exception("unhandled error on %s", scope["path"])
             failure = ApiError("internal error", "an unexpected error occurred; see the server log")
             status, out, error_type = 500, orjson.dumps(failure.body()), failure.error_type
-        await send({"type": "http.response.start", "status": status,
-                    "headers": headers + [(b"content-length", str(len(out)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": headers + [(b"content-length", str(len(out)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": out})
         self.metrics.observe(route.label, status, time.perf_counter() - started, error_type)
 
@@ -147,7 +169,9 @@ class ApiNodeApp:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                raise RequestTimeout(f"body not received within {self._limits.body_timeout_seconds:g}s") from None
+                raise RequestTimeout(
+                    f"body not received within {self._limits.body_timeout_seconds:g}s"
+                ) from None
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
@@ -175,14 +199,20 @@ class ApiNodeApp:
     def _unknown(self, path: str) -> tuple[str, str]:
         if not path.startswith(_PREFIX):
             return f"no route {path}", f"no route {path}; the API is under {_PREFIX}{self._service}/"
-        service, _, rest = path[len(_PREFIX):].partition("/")
+        service, _, rest = path[len(_PREFIX) :].partition("/")
         if service != self._service:
             return f"unknown service {service!r}", f"this server hosts the service {self._service!r}"
         endpoint, _, action = rest.partition("/")
         known = sorted({route.label.split("/")[0] for route in self._routes.values()})
         if endpoint not in known:
-            return f"unknown endpoint {endpoint!r}", f"service {self._service} has endpoints {', '.join(known)}"
-        return f"unknown action {action!r} for endpoint {endpoint!r}", "see the service's swagger for its routes"
+            return (
+                f"unknown endpoint {endpoint!r}",
+                f"service {self._service} has endpoints {', '.join(known)}",
+            )
+        return (
+            f"unknown action {action!r} for endpoint {endpoint!r}",
+            "see the service's swagger for its routes",
+        )
 
     async def _alive(self, send) -> None:
         await _send(send, 200, b'{"status":"alive"}')
@@ -200,7 +230,9 @@ class ApiNodeApp:
         await _send(send, 503, orjson.dumps(NotReady("not ready", reason).body()))
 
     async def _metrics(self, send) -> None:
-        await _send(send, 200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8")
+        await _send(
+            send, 200, self.metrics.render(), content_type=b"text/plain; version=0.0.4; charset=utf-8"
+        )
 
     async def _openapi(self, send) -> None:
         await _send(send, 200, self._swagger)

@@ -19,7 +19,9 @@ class ApiKeys:
 
     def check(self, header: bytes | None) -> None:
         if not header:
-            raise Unauthorized("missing API key", "send the API key as the HTTP Basic username or as a Bearer token")
+            raise Unauthorized(
+                "missing API key", "send the API key as the HTTP Basic username or as a Bearer token"
+            )
         if header in self._accepted:
             return
         scheme, _, credentials = header.partition(b" ")
@@ -30,9 +32,13 @@ class ApiKeys:
             try:
                 presented = base64.b64decode(credentials.strip(), validate=True).partition(b":")[0]
             except (binascii.Error, ValueError):
-                raise Unauthorized("malformed Basic credentials", "the Authorization header is not valid base64") from None
+                raise Unauthorized(
+                    "malformed Basic credentials", "the Authorization header is not valid base64"
+                ) from None
         else:
-            raise Unauthorized("unsupported authorization scheme", "use HTTP Basic (key as username) or Bearer")
+            raise Unauthorized(
+                "unsupported authorization scheme", "use HTTP Basic (key as username) or Bearer"
+            )
         matched = False
         for key in self._keys:
             matched |= hmac.compare_digest(presented, key)

@@ -192,13 +192,15 @@ def _columns(reader: _Reader) -> tuple[ColumnSpec, ...]:
             except re.error as error:
                 column.fail(f"{column.path}.pattern", f"invalid regular expression: {error}")
         enum = column.get("enum", list, None)
-        columns.append(ColumnSpec(
-            name=str(name),
-            type=column.get("type", str, choices=COLUMN_TYPES),
-            pattern=pattern,
-            enum=tuple(str(v) for v in enum) if enum is not None else None,
-            example=spec.get("example"),
-        ))
+        columns.append(
+            ColumnSpec(
+                name=str(name),
+                type=column.get("type", str, choices=COLUMN_TYPES),
+                pattern=pattern,
+                enum=tuple(str(v) for v in enum) if enum is not None else None,
+                example=spec.get("example"),
+            )
+        )
     if not columns:
         reader.fail(reader.path, "at least one column is required")
     return tuple(columns)

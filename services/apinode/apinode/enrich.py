@@ -13,8 +13,9 @@ from .transforms import SCALAR_TRANSFORMS
 class _Lookup:
     """One compiled enrichment lookup bound to its provider (a memory table or a remote endpoint)."""
 
-    def __init__(self, spec: EnrichmentLookup, inputs: frozenset[str], steps: dict[str, str], source,
-                 remote) -> None:
+    def __init__(
+        self, spec: EnrichmentLookup, inputs: frozenset[str], steps: dict[str, str], source, remote
+    ) -> None:
         self.spec = spec
         used = inputs | set(steps.values())
         self.columns = tuple((c, f) for c, f in spec.columns if f in used)
@@ -30,7 +31,8 @@ class _Lookup:
     def _wanted(self, features: dict) -> bool:
         get = features.get
         return any(get(f) is None for f in self._direct) or any(
-            get(output) is None and get(source) is None for output, source in self._derived)
+            get(output) is None and get(source) is None for output, source in self._derived
+        )
 
     def key_of(self, features: dict) -> dict | None:
         """The lookup key for this row, or None when nothing it would fill is missing."""
@@ -41,9 +43,11 @@ class _Lookup:
             value = features.get(feature)
             if value is None:
                 if self.spec.on_missing_key == "fail":
-                    raise MissingLookupKey(f"missing lookup key {feature!r}",
-                                           f"{feature!r} is needed to look up {', '.join(self.features)} "
-                                           f"in {self.spec.table}; send it or those features")
+                    raise MissingLookupKey(
+                        f"missing lookup key {feature!r}",
+                        f"{feature!r} is needed to look up {', '.join(self.features)} "
+                        f"in {self.spec.table}; send it or those features",
+                    )
                 return None
             key[column] = value
         return key
@@ -74,13 +78,17 @@ class _Lookup:
     def merge(self, features: dict, key: dict, rows: list[dict]) -> None:
         if not rows:
             if self.spec.on_not_found == "fail":
-                raise RecordNotFound(f"no {self.spec.table} record for {_show(key)}",
-                                     f"no {self.spec.table} record for {_show(key)}; "
-                                     f"features {', '.join(self.features)} cannot be filled")
+                raise RecordNotFound(
+                    f"no {self.spec.table} record for {_show(key)}",
+                    f"no {self.spec.table} record for {_show(key)}; "
+                    f"features {', '.join(self.features)} cannot be filled",
+                )
             return
         if len(rows) > 1 and self.spec.on_several == "fail":
-            raise SeveralMatches(f"several {self.spec.table} records for {_show(key)}",
-                                 f"{len(rows)} {self.spec.table} records match {_show(key)}")
+            raise SeveralMatches(
+                f"several {self.spec.table} records for {_show(key)}",
+                f"{len(rows)} {self.spec.table} records match {_show(key)}",
+            )
         row = rows[0]
         for column, feature in self.columns:
             if features.get(feature) is None:
@@ -92,25 +100,33 @@ def _show(key: dict) -> str:
 
 
 class Enricher:
-    """Completes rows for a model: caller values win, lookups fill the gaps, preprocessing derives the rest."""
+    """Completes rows for a model: caller values win, lookups fill gaps, preprocessing derives the rest."""
 
-    def __init__(self, endpoint: PredictionEndpoint, model_inputs: frozenset[str], sources: dict,
-                 remotes: dict) -> None:
+    def __init__(
+        self, endpoint: PredictionEndpoint, model_inputs: frozenset[str], sources: dict, remotes: dict
+    ) -> None:
         steps = {step.output: step.input for step in endpoint.preprocessing if step.output in model_inputs}
         via_remote = endpoint.enrichment_via == "remote"
         self._lookups = tuple(
-            _Lookup(spec, model_inputs, steps, None if via_remote else sources[spec.table],
-                    remotes[spec.remote] if via_remote else None)
+            _Lookup(
+                spec,
+                model_inputs,
+                steps,
+                None if via_remote else sources[spec.table],
+                remotes[spec.remote] if via_remote else None,
+            )
             for spec in endpoint.lookups
         )
         self._steps: tuple[tuple[str, str, Callable, object], ...] = tuple(
             (step.output, step.input, SCALAR_TRANSFORMS[step.transform], step.as_of)
-            for step in endpoint.preprocessing if step.output in model_inputs
+            for step in endpoint.preprocessing
+            if step.output in model_inputs
         )
         self._inputs = tuple(sorted(model_inputs))
         self._allow_missing = endpoint.allow_missing_features
         self._concurrent = via_remote or any(
-            lookup.source is not None and not lookup.source.in_memory for lookup in self._lookups)
+            lookup.source is not None and not lookup.source.in_memory for lookup in self._lookups
+        )
 
     async def complete_one(self, row: dict) -> None:
         """Fill one row in place, or raise the reason it cannot be scored (the single-record path)."""
@@ -147,11 +163,16 @@ class Enricher:
                     wanted.append((i, key))
             plans.append((lookup, wanted))
         if self._concurrent:
-            found = await asyncio.gather(*(lookup.rows_many([k for _, k in wanted]) if wanted else _empty()
-                                           for lookup, wanted in plans))
+            found = await asyncio.gather(
+                *(
+                    lookup.rows_many([k for _, k in wanted]) if wanted else _empty()
+                    for lookup, wanted in plans
+                )
+            )
         else:
-            found = [await lookup.rows_many([k for _, k in wanted]) if wanted else []
-                     for lookup, wanted in plans]
+            found = [
+                await lookup.rows_many([k for _, k in wanted]) if wanted else [] for lookup, wanted in plans
+            ]
         for (lookup, wanted), matches in zip(plans, found):
             for (i, key), rows_found in zip(wanted, matches):
                 if outcome[i] is None:
@@ -172,8 +193,10 @@ class Enricher:
             return None
         missing = [name for name in self._inputs if row.get(name) is None]
         if missing:
-            return MissingFeatures(f"missing features: {', '.join(missing)}",
-                                   f"the model needs {', '.join(missing)}: send them, or a key to look them up")
+            return MissingFeatures(
+                f"missing features: {', '.join(missing)}",
+                f"the model needs {', '.join(missing)}: send them, or a key to look them up",
+            )
         return None
 
 

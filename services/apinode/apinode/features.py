@@ -25,6 +25,7 @@ def _string(spec: ColumnSpec) -> Checker:
         if allowed is not None and value not in allowed:
             raise ValueError(f"is not one of {sorted(allowed)}")
         return value
+
     return check
 
 
@@ -57,13 +58,23 @@ def _boolean(value: object) -> object:
     return value
 
 
-_EXPECTED = {"string": "a string", "integer": "an integer", "number": "a number",
-             "boolean": "true or false", "date": "an ISO date (YYYY-MM-DD)"}
+_EXPECTED = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "date": "an ISO date (YYYY-MM-DD)",
+}
 
 
 def _checker(spec: ColumnSpec) -> Checker:
-    return {"string": lambda: _string(spec), "date": lambda: _date, "integer": lambda: _integer,
-            "number": lambda: _number, "boolean": lambda: _boolean}[spec.type]()
+    return {
+        "string": lambda: _string(spec),
+        "date": lambda: _date,
+        "integer": lambda: _integer,
+        "number": lambda: _number,
+        "boolean": lambda: _boolean,
+    }[spec.type]()
 
 
 class FeatureValidator:
@@ -77,7 +88,9 @@ class FeatureValidator:
     def __call__(self, values: object, where: str) -> dict[str, object]:
         """A copy of ``values`` with nulls dropped (null means absent) and integral floats as ints."""
         if type(values) is not dict:
-            raise MalformedRequest(f"{where} must be a JSON object", f"{where} must be a JSON object, got {_json_type(values)}")
+            raise MalformedRequest(
+                f"{where} must be a JSON object", f"{where} must be a JSON object, got {_json_type(values)}"
+            )
         clean: dict[str, object] = {}
         checkers = self._checkers
         for name, value in values.items():
@@ -85,21 +98,36 @@ class FeatureValidator:
                 continue
             checker = checkers.get(name)
             if checker is None:
-                raise InvalidFeatures(f"unknown {self._what} {name!r}",
-                                      f"{where}: unknown {self._what} {name!r}; known: {', '.join(self._specs)}")
+                raise InvalidFeatures(
+                    f"unknown {self._what} {name!r}",
+                    f"{where}: unknown {self._what} {name!r}; known: {', '.join(self._specs)}",
+                )
             try:
                 clean[name] = checker(value)
             except (TypeError, ValueError) as error:
                 spec = self._specs[name]
-                reason = str(error) if isinstance(error, ValueError) and str(error) else f"expected {_EXPECTED[spec.type]}"
-                raise InvalidFeatures(f"invalid {self._what} {name!r}: {reason}",
-                                      f"{where}.{name}: {reason}, got {_short(value)}") from None
+                reason = (
+                    str(error)
+                    if isinstance(error, ValueError) and str(error)
+                    else f"expected {_EXPECTED[spec.type]}"
+                )
+                raise InvalidFeatures(
+                    f"invalid {self._what} {name!r}: {reason}",
+                    f"{where}.{name}: {reason}, got {_short(value)}",
+                ) from None
         return clean
 
 
 def _json_type(value: object) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _short(value: object) -> str:

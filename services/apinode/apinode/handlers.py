@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from .definition import LookupEndpoint, PredictionEndpoint, ServiceDefinition
-from .errors import ApiError, MalformedRequest, MissingLookupKey, PayloadTooLarge, RecordNotFound, SeveralMatches
+from .errors import (
+    ApiError,
+    MalformedRequest,
+    MissingLookupKey,
+    PayloadTooLarge,
+    RecordNotFound,
+    SeveralMatches,
+)
 from .features import FeatureValidator
 from .runtime import Runtime
 
@@ -13,10 +20,12 @@ def _items(body: object, max_items: int, field: str) -> list:
         raise MalformedRequest("the body must be a JSON object")
     items = body.get("items")
     if type(items) is not list:
-        raise MalformedRequest("'items' must be an array", "the body must be {\"items\": [...]}")
+        raise MalformedRequest("'items' must be an array", 'the body must be {"items": [...]}')
     if len(items) > max_items:
-        raise PayloadTooLarge(f"too many items: {len(items)} > {max_items}",
-                              f"a batch holds at most {max_items} items; split it")
+        raise PayloadTooLarge(
+            f"too many items: {len(items)} > {max_items}",
+            f"a batch holds at most {max_items} items; split it",
+        )
     for i, item in enumerate(items):
         if type(item) is not dict or field not in item:
             raise MalformedRequest(f"items[{i}] must be an object with {field!r}")
@@ -54,7 +63,7 @@ class LookupHandler:
 
     async def one(self, body: object) -> dict:
         if type(body) is not dict:
-            raise MalformedRequest("the body must be a JSON object", "the body must be {\"data\": {...}}")
+            raise MalformedRequest("the body must be a JSON object", 'the body must be {"data": {...}}')
         key = self._key(body.get("data"), "data")
         source = self._runtime.sources[self.endpoint.table]
         rows = source.rows(key) if source.in_memory else (await source.rows_many([key]))[0]
@@ -76,19 +85,25 @@ class PredictionHandler:
         self._validate = FeatureValidator(endpoint.features)
         self._runtime = runtime
         self._max_items = definition.limits.max_batch_items
-        self._context = {"serviceId": definition.id, "endpointId": endpoint.name,
-                         "serviceGeneration": definition.version}
+        self._context = {
+            "serviceId": definition.id,
+            "endpointId": endpoint.name,
+            "serviceGeneration": definition.version,
+        }
         self.tables = tuple(lookup.table for lookup in endpoint.lookups)
 
     async def one(self, body: object) -> dict:
         if type(body) is not dict or "features" not in body:
-            raise MalformedRequest("the body must be a JSON object with 'features'",
-                                   "the body must be {\"features\": {...}}")
+            raise MalformedRequest(
+                "the body must be a JSON object with 'features'", 'the body must be {"features": {...}}'
+            )
         features = self._validate(body["features"], "features")
         await self._runtime.enrichers[self.endpoint.name].complete_one(features)
         prediction, probas = self._runtime.models[self.endpoint.name].predict_one(features)
-        return {"result": {"prediction": prediction, "probas": probas, "ignored": False},
-                "apiContext": self._context}
+        return {
+            "result": {"prediction": prediction, "probas": probas, "ignored": False},
+            "apiContext": self._context,
+        }
 
     async def many(self, body: object) -> dict:
         items = _items(body, self._max_items, "features")

@@ -38,15 +38,21 @@ class HttpPool:
         self._host, self._port = parts.hostname, parts.port or 80
         self._prefix = parts.path.rstrip("/")
         host_header = f"{self._host}:{self._port}"
-        self._head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": host_header, **headers}.items()).encode("latin-1")
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": host_header, **headers}.items()).encode(
+            "latin-1"
+        )
         self._idle: deque[_Connection] = deque()
         self._slots = asyncio.Semaphore(max_connections)
         self._timeout = timeout
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """(status, body) of ``POST <base path><path>``."""
-        request = (f"POST {self._prefix}{path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n".encode("latin-1")
-                   + self._head + b"\r\n" + body)
+        request = (
+            f"POST {self._prefix}{path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n".encode("latin-1")
+            + self._head
+            + b"\r\n"
+            + body
+        )
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._slots:

@@ -20,7 +20,8 @@ class PrefixedIntIndex:
         self._size = len(numbers)
         self._base = int(numbers[0]) if len(numbers) else 0
         self._dense = bool(len(numbers)) and bool(
-            np.array_equal(numbers, np.arange(self._base, self._base + len(numbers), dtype=np.int64)))
+            np.array_equal(numbers, np.arange(self._base, self._base + len(numbers), dtype=np.int64))
+        )
         if self._dense:
             self._sorted = self._order = None
             self._unique = True
@@ -57,7 +58,7 @@ class PrefixedIntIndex:
     def _number(self, key: object) -> int | None:
         if type(key) is not str or len(key) != self.width or not key.startswith(self.prefix):
             return None
-        digits = key[len(self.prefix):]
+        digits = key[len(self.prefix) :]
         return int(digits) if digits.isascii() and digits.isdigit() else None
 
     def rows(self, key: object) -> tuple[int, ...]:

@@ -13,8 +13,20 @@ from typing import Any
 import yaml
 
 from .definition import (
-    ColumnSpec, DefinitionError, EnrichmentLookup, Limits, LookupEndpoint, PredictionEndpoint,
-    PreprocessStep, RemoteSpec, ServiceDefinition, TableSpec, _columns, _policy, _Reader, _table,
+    ColumnSpec,
+    DefinitionError,
+    EnrichmentLookup,
+    Limits,
+    LookupEndpoint,
+    PredictionEndpoint,
+    PreprocessStep,
+    RemoteSpec,
+    ServiceDefinition,
+    TableSpec,
+    _columns,
+    _policy,
+    _Reader,
+    _table,
 )
 from .secrets import read_secret
 from .transforms import TRANSFORMS
@@ -99,7 +111,9 @@ def _remote(name: str, reader: _Reader, env: Mapping[str, str]) -> RemoteSpec:
     if not url:
         reader.fail(f"{reader.path}.url", f"required (or set {url_env or 'url_env'})")
     if not url.startswith("http://"):
-        reader.fail(f"{reader.path}.url", f"only http:// URLs are supported (in-cluster traffic), got {url!r}")
+        reader.fail(
+            f"{reader.path}.url", f"only http:// URLs are supported (in-cluster traffic), got {url!r}"
+        )
     key_env = reader.get("api_key_env", str, None)
     return RemoteSpec(
         name=name,
@@ -134,7 +148,9 @@ def _enrichment_lookup(reader: _Reader, tables: dict[str, TableSpec], remotes: d
     columns = _pairs(reader.child("columns"), default_columns)
     for _, column in key:
         if column != table.key:
-            reader.fail(f"{reader.path}.key", f"{column!r} is not the key column {table.key!r} of {table_name}")
+            reader.fail(
+                f"{reader.path}.key", f"{column!r} is not the key column {table.key!r} of {table_name}"
+            )
     for column, _ in columns:
         if column not in known:
             reader.fail(f"{reader.path}.columns.{column}", f"not a column of table {table_name}")
@@ -207,14 +223,23 @@ def _prediction(root: Path, name: str, reader: _Reader, tables: dict, remotes: d
         source = step.get("input", str)
         if source not in {f.name for f in features}:
             step.fail(f"{step.path}.input", f"{source!r} is not a feature of this endpoint")
-        steps.append(PreprocessStep(
-            output=step.get("output", str), transform=transform, input=source,
-            as_of=_as_of(step, f"{step.path}.as_of", step.raw.get("as_of", "metadata"), metadata),
-        ))
+        steps.append(
+            PreprocessStep(
+                output=step.get("output", str),
+                transform=transform,
+                input=source,
+                as_of=_as_of(step, f"{step.path}.as_of", step.raw.get("as_of", "metadata"), metadata),
+            )
+        )
     outputs = reader.child("outputs")
     return PredictionEndpoint(
-        name=name, model_path=model_path, metadata=metadata, features=features,
-        preprocessing=tuple(steps), enrichment_via=via, lookups=lookups,
+        name=name,
+        model_path=model_path,
+        metadata=metadata,
+        features=features,
+        preprocessing=tuple(steps),
+        enrichment_via=via,
+        lookups=lookups,
         allow_missing_features=reader.get("allow_missing_features", bool, False),
         outputs=(outputs.get("label", str, "label"), outputs.get("probabilities", str, "probabilities")),
     )
@@ -224,10 +249,14 @@ def parse_definition(root: Path, file: Path, raw: dict, env: Mapping[str, str]) 
     """Validate the (already overridden) raw mapping into a ServiceDefinition."""
     top = _Reader(file, "", raw)
     service_id = top.get("service", str)
-    tables = {name: _table(root, str(name), top.child("tables").child(name))
-              for name, _ in top.child("tables").items()}
-    remotes = {name: _remote(str(name), top.child("remotes").child(name), env)
-               for name, _ in top.child("remotes").items()}
+    tables = {
+        name: _table(root, str(name), top.child("tables").child(name))
+        for name, _ in top.child("tables").items()
+    }
+    remotes = {
+        name: _remote(str(name), top.child("remotes").child(name), env)
+        for name, _ in top.child("remotes").items()
+    }
     lookups: dict[str, LookupEndpoint] = {}
     predictions: dict[str, PredictionEndpoint] = {}
     endpoints = top.child("endpoints")
@@ -239,7 +268,8 @@ def parse_definition(root: Path, file: Path, raw: dict, env: Mapping[str, str]) 
             if table not in tables:
                 endpoint.fail(f"{endpoint.path}.table", f"unknown table {table!r}")
             lookups[name] = LookupEndpoint(
-                name=name, table=table,
+                name=name,
+                table=table,
                 on_not_found=_policy(endpoint, "on_not_found", "null", ("null", "fail")),
                 on_several=_policy(endpoint, "on_several", "first", ("first", "fail")),
             )
@@ -257,8 +287,12 @@ def parse_definition(root: Path, file: Path, raw: dict, env: Mapping[str, str]) 
         lookups=lookups,
         predictions=predictions,
         remotes=remotes,
-        limits=Limits(**{k: limits.get(k, type(getattr(defaults, k)), getattr(defaults, k))
-                         for k in defaults.__dataclass_fields__}),
+        limits=Limits(
+            **{
+                k: limits.get(k, type(getattr(defaults, k)), getattr(defaults, k))
+                for k in defaults.__dataclass_fields__
+            }
+        ),
     )
 
 

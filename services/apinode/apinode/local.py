@@ -1,4 +1,4 @@
-"""``make run``: customer-features on :8081 and customer-scoring on :8080 (enriching through it), on 127.0.0.1.
+"""``make run``: customer-features on :8081, customer-scoring on :8080 enriching through it, on 127.0.0.1.
 
 Keys come from APINODE_API_KEYS (``local-dev-key`` when unset). Ctrl-C stops both cleanly.
 """
@@ -29,8 +29,12 @@ def _get(port: int, path: str, body: dict | None = None, key: str = "") -> tuple
             import base64
 
             token = base64.b64encode(f"{key}:".encode()).decode()
-            connection.request("POST", path, json.dumps(body),
-                               {"Content-Type": "application/json", "Authorization": f"Basic {token}"})
+            connection.request(
+                "POST",
+                path,
+                json.dumps(body),
+                {"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+            )
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -53,8 +57,19 @@ def _wait_ready(name: str, process: subprocess.Popen, port: int, timeout: float 
 
 def _start(service: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "apinode", "serve", str(SERVICES / service), "--host", HOST, "--port", str(port)],
-        env=env)
+        [
+            sys.executable,
+            "-m",
+            "apinode",
+            "serve",
+            str(SERVICES / service),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ],
+        env=env,
+    )
 
 
 def _stop(processes: list[subprocess.Popen], grace: float = 25.0) -> int:
@@ -87,21 +102,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         processes.append(_start("customer-features", args.features_port, env))
         _wait_ready("customer-features", processes[0], args.features_port)
-        scoring_env = {**env, "APINODE_ENRICHMENT": "remote",
-                       "APINODE_FEATURES_URL": f"http://{HOST}:{args.features_port}",
-                       "APINODE_FEATURES_API_KEY": key}
+        scoring_env = {
+            **env,
+            "APINODE_ENRICHMENT": "remote",
+            "APINODE_FEATURES_URL": f"http://{HOST}:{args.features_port}",
+            "APINODE_FEATURES_API_KEY": key,
+        }
         processes.append(_start("customer-scoring", args.scoring_port, scoring_env))
         _wait_ready("customer-scoring", processes[1], args.scoring_port)
         path = "/public/api/v1/customer-scoring/high-spender/predict"
         body = {"features": {"customer_id": "C0000001"}}
         status, answer = _get(args.scoring_port, path, body, key)
-        curl = " ".join([
-            "curl -s", "-u", shlex.quote(f"{key}:"), "-H", shlex.quote("Content-Type: application/json"),
-            "-d", shlex.quote(json.dumps(body)), f"http://{HOST}:{args.scoring_port}{path}"])
-        print(f"\ncustomer-features  http://{HOST}:{args.features_port}  (lookups: demographics, behavior)\n"
-              f"customer-scoring   http://{HOST}:{args.scoring_port}  (high-spender, enriching through "
-              f"customer-features)\n\nTry:\n  {curl}\n\n(HTTP {status}) {answer.decode(errors='replace')}\n\n"
-              "Ctrl-C stops both.", flush=True)
+        curl = " ".join(
+            [
+                "curl -s",
+                "-u",
+                shlex.quote(f"{key}:"),
+                "-H",
+                shlex.quote("Content-Type: application/json"),
+                "-d",
+                shlex.quote(json.dumps(body)),
+                f"http://{HOST}:{args.scoring_port}{path}",
+            ]
+        )
+        print(
+            f"\ncustomer-features  http://{HOST}:{args.features_port}  (lookups: demographics, behavior)\n"
+            f"customer-scoring   http://{HOST}:{args.scoring_port}  (high-spender, enriching through "
+            f"customer-features)\n\nTry:\n  {curl}\n\n(HTTP {status}) {answer.decode(errors='replace')}\n\n"
+            "Ctrl-C stops both.",
+            flush=True,
+        )
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
         print("a service stopped unexpectedly; stopping the other", file=sys.stderr)

@@ -17,14 +17,22 @@ class _SourceCollector:
         self._service, self._runtime = service, runtime
 
     def collect(self):
-        age = GaugeMetricFamily("apinode_source_data_age_seconds", "Seconds since the data was loaded",
-                                labels=["service", "source", "kind"])
-        stale = GaugeMetricFamily("apinode_source_stale", "1 when the last refresh failed and old data is served",
-                                  labels=["service", "source", "kind"])
-        ready = GaugeMetricFamily("apinode_source_ready", "1 when the source can answer",
-                                  labels=["service", "source", "kind"])
-        failures = CounterMetricFamily("apinode_source_failures", "Failed refreshes or queries",
-                                       labels=["service", "source", "kind"])
+        age = GaugeMetricFamily(
+            "apinode_source_data_age_seconds",
+            "Seconds since the data was loaded",
+            labels=["service", "source", "kind"],
+        )
+        stale = GaugeMetricFamily(
+            "apinode_source_stale",
+            "1 when the last refresh failed and old data is served",
+            labels=["service", "source", "kind"],
+        )
+        ready = GaugeMetricFamily(
+            "apinode_source_ready", "1 when the source can answer", labels=["service", "source", "kind"]
+        )
+        failures = CounterMetricFamily(
+            "apinode_source_failures", "Failed refreshes or queries", labels=["service", "source", "kind"]
+        )
         for name, source in self._runtime.sources.items():
             labels = [self._service, name, source.kind]
             value = source.age_seconds()
@@ -36,8 +44,9 @@ class _SourceCollector:
         for name, remote in self._runtime.remotes.items():
             labels = [self._service, name, "remote"]
             failures.add_metric(labels, remote.failures)
-        up = GaugeMetricFamily("apinode_ready", "1 when data and models are loaded and not draining",
-                               labels=["service"])
+        up = GaugeMetricFamily(
+            "apinode_ready", "1 when data and models are loaded and not draining", labels=["service"]
+        )
         up.add_metric([self._service], 1.0 if self._runtime.is_ready() else 0.0)
         return [age, stale, ready, failures, up]
 
@@ -48,20 +57,35 @@ class Metrics:
     def __init__(self, service: str, runtime) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._service = service
-        self._requests = Counter("apinode_requests", "Requests by endpoint and status",
-                                 ["service", "endpoint", "status"], registry=self.registry)
-        self._latency = Histogram("apinode_request_duration_seconds", "Request latency",
-                                  ["service", "endpoint"], buckets=_BUCKETS, registry=self.registry)
-        self._errors = Counter("apinode_errors", "Error answers by errorType",
-                               ["service", "endpoint", "error_type"], registry=self.registry)
+        self._requests = Counter(
+            "apinode_requests",
+            "Requests by endpoint and status",
+            ["service", "endpoint", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "apinode_request_duration_seconds",
+            "Request latency",
+            ["service", "endpoint"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self._errors = Counter(
+            "apinode_errors",
+            "Error answers by errorType",
+            ["service", "endpoint", "error_type"],
+            registry=self.registry,
+        )
         self.registry.register(_SourceCollector(service, runtime))
         self._children: dict[tuple, tuple] = {}
 
     def observe(self, endpoint: str, status: int, seconds: float, error_type: str | None = None) -> None:
         children = self._children.get((endpoint, status))
         if children is None:
-            children = (self._requests.labels(self._service, endpoint, str(status)).inc,
-                        self._latency.labels(self._service, endpoint).observe)
+            children = (
+                self._requests.labels(self._service, endpoint, str(status)).inc,
+                self._latency.labels(self._service, endpoint).observe,
+            )
             self._children[(endpoint, status)] = children
         children[0]()
         children[1](seconds)

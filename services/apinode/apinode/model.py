@@ -36,15 +36,23 @@ class Model:
             if node.type not in ("tensor(float)", "tensor(string)", "tensor(double)", "tensor(int64)"):
                 raise ModelError(f"{where}: input {node.name!r} has unsupported type {node.type}")
             self.inputs.append((node.name, node.type == "tensor(string)"))
-        self._dtypes = {node.name: {"tensor(float)": np.float32, "tensor(double)": np.float64,
-                                    "tensor(int64)": np.int64, "tensor(string)": object}[node.type]
-                        for node in self._session.get_inputs()}
+        self._dtypes = {
+            node.name: {
+                "tensor(float)": np.float32,
+                "tensor(double)": np.float64,
+                "tensor(int64)": np.int64,
+                "tensor(string)": object,
+            }[node.type]
+            for node in self._session.get_inputs()
+        }
         declared = endpoint.metadata.get("inputs")
         if declared:
             names = [item["name"] for item in declared]
             if sorted(names) != sorted(name for name, _ in self.inputs):
-                raise ModelError(f"{where}: metadata inputs {names} differ from the model's "
-                                 f"{[name for name, _ in self.inputs]}")
+                raise ModelError(
+                    f"{where}: metadata inputs {names} differ from the model's "
+                    f"{[name for name, _ in self.inputs]}"
+                )
         outputs = {node.name for node in self._session.get_outputs()}
         self._label, self._probabilities = endpoint.outputs
         for name in endpoint.outputs:
@@ -56,8 +64,9 @@ class Model:
         # Single-row calls reuse pre-shaped [1, 1] arrays (safe: scoring runs on the event loop thread
         # only) and call the session's C++ run directly, skipping per-call input re-validation that
         # the arrays, checked at start-up, do not need: together half the cost of a one-row call.
-        self._one = [(name, is_string, np.zeros((1, 1), dtype=self._dtypes[name]))
-                     for name, is_string in self.inputs]
+        self._one = [
+            (name, is_string, np.zeros((1, 1), dtype=self._dtypes[name])) for name, is_string in self.inputs
+        ]
         self._one_feed = {name: array for name, _, array in self._one}
         self._run = self._session._sess.run
 

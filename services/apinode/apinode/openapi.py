@@ -1,4 +1,4 @@
-"""OpenAPI 3 document of one service, generated from its definition (the same schemas the validator applies)."""
+"""OpenAPI 3 document of one service, generated from its definition (the schemas the validator applies)."""
 
 from __future__ import annotations
 
@@ -46,19 +46,27 @@ def _object(properties: dict, required: list[str] | None = None, closed: bool = 
 def _operation(summary: str, request: dict, answer: dict, tag: str) -> dict:
     responses = {"200": {"description": "OK", "content": {"application/json": {"schema": answer}}}}
     for status, description in _ERROR_STATUSES.items():
-        responses[status] = {"description": description,
-                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    return {"post": {
-        "summary": summary, "tags": [tag],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
-        "responses": responses,
-    }}
+        responses[status] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return {
+        "post": {
+            "summary": summary,
+            "tags": [tag],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+            "responses": responses,
+        }
+    }
 
 
 def _batch(item: dict, field: str, limit: int) -> dict:
     # The item limit is stated, not encoded as maxItems: over it the answer is 413, not a 400.
-    items = {"type": "array", "description": f"at most {limit} items (413 PayloadTooLarge beyond)",
-             "items": _object({field: item}, [field], closed=False)}
+    items = {
+        "type": "array",
+        "description": f"at most {limit} items (413 PayloadTooLarge beyond)",
+        "items": _object({field: item}, [field], closed=False),
+    }
     return _object({"items": items}, ["items"], closed=False)
 
 
@@ -77,34 +85,65 @@ def openapi_document(definition: ServiceDefinition) -> dict:
         answer = _object({"results": {"type": "array", "items": result}}, ["results"], closed=False)
         paths[f"{base}/{name}/lookup"] = _operation(
             f"The {table.name} record for one {key.name}",
-            _object({"data": data}, ["data"], closed=False), answer, name)
+            _object({"data": data}, ["data"], closed=False),
+            answer,
+            name,
+        )
         paths[f"{base}/{name}/lookup-multi"] = _operation(
-            f"The {table.name} records for several keys", _batch(data, "data", limit), answer, name)
+            f"The {table.name} records for several keys", _batch(data, "data", limit), answer, name
+        )
     for name, endpoint in definition.predictions.items():
         features = _object({spec.name: column_schema(spec) for spec in endpoint.features})
         probas = {"type": "object", "additionalProperties": {"type": "number"}}
-        scored = _object({"prediction": {"type": "string"}, "probas": probas, "ignored": {"type": "boolean"},
-                          "ignoreReason": {"type": "string"}, "errorType": {"type": "string"}}, ["ignored"])
+        scored = _object(
+            {
+                "prediction": {"type": "string"},
+                "probas": probas,
+                "ignored": {"type": "boolean"},
+                "ignoreReason": {"type": "string"},
+                "errorType": {"type": "string"},
+            },
+            ["ignored"],
+        )
         single = _object({"result": scored, "apiContext": context}, ["result"], closed=False)
-        multi = _object({"results": {"type": "array", "items": scored}, "apiContext": context},
-                        ["results"], closed=False)
+        multi = _object(
+            {"results": {"type": "array", "items": scored}, "apiContext": context}, ["results"], closed=False
+        )
         paths[f"{base}/{name}/predict"] = _operation(
             "Score one record; missing features are looked up by key",
-            _object({"features": features}, ["features"], closed=False), single, name)
+            _object({"features": features}, ["features"], closed=False),
+            single,
+            name,
+        )
         paths[f"{base}/{name}/predict-multi"] = _operation(
             "Score several records; a record that cannot be scored is returned as ignored",
-            _batch(features, "features", limit), multi, name)
+            _batch(features, "features", limit),
+            multi,
+            name,
+        )
     return {
         "openapi": "3.0.3",
-        "info": {"title": definition.id, "version": definition.version,
-                 "description": "Dataiku API node user API, served by apinode"},
+        "info": {
+            "title": definition.id,
+            "version": definition.version,
+            "description": "Dataiku API node user API, served by apinode",
+        },
         "paths": paths,
         "components": {
-            "schemas": {"Error": _object({"errorType": {"type": "string"}, "message": {"type": "string"},
-                                          "detailedMessage": {"type": "string"}},
-                                         ["errorType", "message", "detailedMessage"])},
-            "securitySchemes": {"apiKeyBasic": {"type": "http", "scheme": "basic"},
-                                "apiKeyBearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": _object(
+                    {
+                        "errorType": {"type": "string"},
+                        "message": {"type": "string"},
+                        "detailedMessage": {"type": "string"},
+                    },
+                    ["errorType", "message", "detailedMessage"],
+                )
+            },
+            "securitySchemes": {
+                "apiKeyBasic": {"type": "http", "scheme": "basic"},
+                "apiKeyBearer": {"type": "http", "scheme": "bearer"},
+            },
         },
         "security": [{"apiKeyBasic": []}, {"apiKeyBearer": []}],
     }

@@ -17,9 +17,12 @@ class RemoteService:
     def __init__(self, spec: RemoteSpec) -> None:
         self.spec = spec
         token = base64.b64encode(f"{spec.api_key or ''}:".encode()).decode()
-        self._client = HttpPool(f"{spec.url}/public/api/v1/{spec.name}",
-                                {"Authorization": f"Basic {token}", "Content-Type": "application/json"},
-                                spec.max_connections, spec.timeout_seconds)
+        self._client = HttpPool(
+            f"{spec.url}/public/api/v1/{spec.name}",
+            {"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+            spec.max_connections,
+            spec.timeout_seconds,
+        )
         self.failures = 0
         self.last_error: str | None = None
 
@@ -55,4 +58,6 @@ class RemoteService:
     def _down(self, name: str, reason: str) -> SourceUnavailable:
         self.failures += 1
         self.last_error = reason
-        return SourceUnavailable(f"enrichment service {name} unavailable", f"enrichment service {name} {reason}")
+        return SourceUnavailable(
+            f"enrichment service {name} unavailable", f"enrichment service {name} {reason}"
+        )

@@ -54,13 +54,21 @@ class Runtime:
             self.models[endpoint.name] = model
             self.enrichers[endpoint.name] = Enricher(endpoint, model.input_names, self.sources, self.remotes)
         self.loaded = True
-        log.info("service %s loaded: tables %s, models %s", definition.id,
-                 {name: (source.kind, source.table.size if source.table else None)
-                  for name, source in self.sources.items()}, sorted(self.models))
+        log.info(
+            "service %s loaded: tables %s, models %s",
+            definition.id,
+            {
+                name: (source.kind, source.table.size if source.table else None)
+                for name, source in self.sources.items()
+            },
+            sorted(self.models),
+        )
 
     async def stop(self) -> None:
-        await asyncio.gather(*(source.stop() for source in self.sources.values()),
-                             *(remote.close() for remote in self.remotes.values()))
+        await asyncio.gather(
+            *(source.stop() for source in self.sources.values()),
+            *(remote.close() for remote in self.remotes.values()),
+        )
 
     def is_ready(self) -> bool:
         return self.loaded and not self.draining and all(source.ready for source in self.sources.values())

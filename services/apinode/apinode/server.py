@@ -45,9 +45,18 @@ def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> 
     """Serve until stopped; the exit code is 0 after a drain, 3 when start-up failed."""
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, log_level=log_level, server_header=False, proxy_headers=False,
-        timeout_graceful_shutdown=settings.grace_seconds, timeout_keep_alive=30,
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=settings.grace_seconds,
+        timeout_keep_alive=30,
         limit_concurrency=settings.definition.limits.max_connections,
         backlog=2048,
     )

@@ -58,7 +58,9 @@ def keyed_query(spec: SqlSpec, table: TableSpec) -> sa.Executable:
     """Rows for a list of keys (bound parameter ``keys``), or one key (``key``) for a custom query."""
     if spec.query:
         if not spec.key_query:
-            raise DefinitionError(f"tables.{table.name}.sql.key_query: required for live mode with a custom query")
+            raise DefinitionError(
+                f"tables.{table.name}.sql.key_query: required for live mode with a custom query"
+            )
         return sa.text(spec.key_query)
     source, columns = _from(spec, table)
     key = sa.column(table.key)
@@ -74,7 +76,9 @@ def plain(value: object) -> object:
     return value
 
 
-def columns_from_rows(table: TableSpec, names: Sequence[str], rows: Sequence[Sequence]) -> dict[str, np.ndarray]:
+def columns_from_rows(
+    table: TableSpec, names: Sequence[str], rows: Sequence[Sequence]
+) -> dict[str, np.ndarray]:
     """Typed numpy columns; a column with nulls stays an object array so nulls stay null."""
     positions = {name: i for i, name in enumerate(names)}
     columns: dict[str, np.ndarray] = {}

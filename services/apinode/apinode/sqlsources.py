@@ -42,16 +42,23 @@ class SqlCachedSource(MemorySource):
             self.refresh_failures += 1
             self.stale = self.table is not None
             self.last_error = describe(error)
-            log.warning("table %s: refresh failed (%s); %s", self.spec.name, self.last_error,
-                        "serving stale data" if self.table is not None else "not ready")
+            log.warning(
+                "table %s: refresh failed (%s); %s",
+                self.spec.name,
+                self.last_error,
+                "serving stale data" if self.table is not None else "not ready",
+            )
             return False
         self.install(table)
         return True
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.spec.sql.refresh_seconds if self.table is not None
-                                else min(self.spec.sql.refresh_seconds, 1.0))
+            await asyncio.sleep(
+                self.spec.sql.refresh_seconds
+                if self.table is not None
+                else min(self.spec.sql.refresh_seconds, 1.0)
+            )
             await self.refresh()
 
     async def start(self) -> None:
@@ -113,16 +120,22 @@ class SqlLiveSource:
     async def rows_many(self, keys: list) -> list[list[dict]]:
         loop = asyncio.get_running_loop()
         try:
-            rows = await asyncio.wait_for(loop.run_in_executor(self._executor, self._fetch, keys), self._timeout)
+            rows = await asyncio.wait_for(
+                loop.run_in_executor(self._executor, self._fetch, keys), self._timeout
+            )
         except asyncio.TimeoutError:
             self.refresh_failures += 1
             self.last_error = f"no answer within {self._timeout:g}s"
-            raise SourceUnavailable(f"table {self.spec.name}: database unavailable",
-                                    f"table {self.spec.name}: the database gave no answer within {self._timeout:g}s") from None
+            raise SourceUnavailable(
+                f"table {self.spec.name}: database unavailable",
+                f"table {self.spec.name}: the database gave no answer within {self._timeout:g}s",
+            ) from None
         except (sa.exc.SQLAlchemyError, OSError) as error:
             self.refresh_failures += 1
             self.last_error = describe(error)
-            raise SourceUnavailable(f"table {self.spec.name}: database unavailable",
-                                    f"table {self.spec.name}: database unavailable ({self.last_error})") from None
+            raise SourceUnavailable(
+                f"table {self.spec.name}: database unavailable",
+                f"table {self.spec.name}: database unavailable ({self.last_error})",
+            ) from None
         self.last_error = None
         return rows

@@ -26,7 +26,9 @@ def _date_getter(values: np.ndarray) -> Callable[[int], str | None]:
     days = dates.view(np.int64)
     compact = days if missing.any() else days.astype(np.int32)
     if missing.any():
-        return lambda row: None if missing[row] else dt.date.fromordinal(int(compact[row]) + _EPOCH_ORDINAL).isoformat()
+        return lambda row: (
+            None if missing[row] else dt.date.fromordinal(int(compact[row]) + _EPOCH_ORDINAL).isoformat()
+        )
     fromordinal, item = dt.date.fromordinal, compact.item
     return lambda row: fromordinal(item(row) + _EPOCH_ORDINAL).isoformat()
 
@@ -44,14 +46,18 @@ def _getter(name: str, kind: str, values: np.ndarray | EncodedColumn, where: str
         try:
             return _date_getter(values)
         except ValueError as error:
-            raise TableError(f"{where}: column {name!r} holds a value that is not an ISO date: {error}") from None
+            raise TableError(
+                f"{where}: column {name!r} holds a value that is not an ISO date: {error}"
+            ) from None
     return values.item
 
 
 class Table:
     """Rows of a dataset by key; immutable once built, so a refresh swaps a whole new Table."""
 
-    def __init__(self, spec: TableSpec, columns: Mapping[str, np.ndarray | EncodedColumn], where: str) -> None:
+    def __init__(
+        self, spec: TableSpec, columns: Mapping[str, np.ndarray | EncodedColumn], where: str
+    ) -> None:
         missing = [c.name for c in spec.columns if c.name not in columns]
         if missing:
             raise TableError(f"{where}: missing declared columns {missing}")
