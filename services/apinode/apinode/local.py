@@ -6,6 +6,7 @@ Keys come from APINODE_API_KEYS (``local-dev-key`` when unset). Ctrl-C stops bot
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -26,8 +27,6 @@ def _get(port: int, path: str, body: dict | None = None, key: str = "") -> tuple
         if body is None:
             connection.request("GET", path)
         else:
-            import base64
-
             token = base64.b64encode(f"{key}:".encode()).decode()
             connection.request(
                 "POST",
@@ -87,6 +86,11 @@ def _stop(processes: list[subprocess.Popen], grace: float = 25.0) -> int:
     return worst
 
 
+def _interrupt(signum, frame) -> None:
+    # SIGTERM (e.g. from a process manager) stops both services like Ctrl-C does.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m apinode.local", description=__doc__)
     parser.add_argument("--scoring-port", type=int, default=8080)
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     key = env["APINODE_API_KEYS"].split(",")[0].strip()
     processes: list[subprocess.Popen] = []
     # Ctrl-C reaches the children too (same process group); we only wait for them to drain.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         processes.append(_start("customer-features", args.features_port, env))
         _wait_ready("customer-features", processes[0], args.features_port)
