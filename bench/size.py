@@ -2,6 +2,8 @@
 
 Stdlib only, so it runs under any venv: ``python bench/size.py REQUIREMENTS_FILE_OR_NAME...``
 prints ``{"bytes": N, "distributions": [...]}``. Requirements behind an extra are not followed.
+With ``--image-like``, files the image's dependency layer leaves out (bytecode, tests, ONNX
+Runtime's offline tools, stubs and headers; see images/Dockerfile) are not counted.
 """
 
 from __future__ import annotations
@@ -54,9 +56,24 @@ def closure(names: list[str]) -> dict[str, metadata.Distribution]:
     return found
 
 
-def installed_bytes(distribution: metadata.Distribution) -> int:
+# What images/Dockerfile leaves out of its dependency layer (pip --no-compile, then pruned).
+_PRUNED_DIRS = ("tests", "__pycache__")
+_PRUNED_PREFIXES = ("onnxruntime/transformers/", "onnxruntime/quantization/", "onnxruntime/tools/",
+                    "onnxruntime/datasets/", "numpy/f2py/")
+_PRUNED_SUFFIXES = (".pyc", ".pyi", ".pyx", ".pxd", ".h")
+
+
+def _pruned(relative: str) -> bool:
+    parts = relative.split("/")
+    return (any(part in _PRUNED_DIRS for part in parts[:-1]) or relative.startswith(_PRUNED_PREFIXES)
+            or relative.endswith(_PRUNED_SUFFIXES))
+
+
+def installed_bytes(distribution: metadata.Distribution, image_like: bool = False) -> int:
     total = 0
     for file in distribution.files or []:
+        if image_like and _pruned(str(file)):
+            continue
         try:
             total += file.locate().stat().st_size
         except OSError:
@@ -65,8 +82,10 @@ def installed_bytes(distribution: metadata.Distribution) -> int:
 
 
 def main() -> None:
-    found = closure(_names(sys.argv[1:]))
-    sizes = {name: installed_bytes(distribution) for name, distribution in found.items()}
+    arguments = sys.argv[1:]
+    image_like = "--image-like" in arguments
+    found = closure(_names([argument for argument in arguments if argument != "--image-like"]))
+    sizes = {name: installed_bytes(distribution, image_like) for name, distribution in found.items()}
     print(json.dumps({"bytes": sum(sizes.values()),
                       "distributions": sorted(sizes.items(), key=lambda item: -item[1])}))
 
