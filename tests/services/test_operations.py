@@ -142,3 +142,43 @@ def test_frozen_features_service_times_out_into_a_503_and_recovers(fixture_servi
             assert response.status_code == 503
             assert "no answer within 1s" in response.json()["detailedMessage"]
             assert predict(scoring).json()["result"] == expected
+
+
+def _read_all(sock) -> bytes:
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+@pytest.mark.parametrize(
+    "sent, expected",
+    [
+        (
+            b"POST /public/api/v1/customer-features/behavior/lookup HTTP/1.1\r\nHost: x\r\n",
+            b"headers not received",
+        ),
+        (
+            b"POST /public/api/v1/customer-features/behavior/lookup HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + API_KEY.encode() + b'\r\nContent-Length: 40\r\n\r\n{"data"',
+            b"body not received",
+        ),
+        (b"", b""),
+    ],
+    ids=["slow-head", "slow-body", "silent"],
+)
+def test_slow_requests_get_408_and_the_connection_closes(fixture_services, sent, expected):
+    import socket
+
+    env = server_env(APINODE_HEADER_TIMEOUT_SECONDS="1", APINODE_BODY_TIMEOUT_SECONDS="1")
+    with ApiNodeProcess(fixture_services["customer-features"], env).start() as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(sent)
+            answer = _read_all(sock)
+    if expected:
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b'"errorType":"RequestTimeout"' in answer and expected in answer
+    else:
+        assert answer == b""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -16,7 +15,6 @@ from .errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
-    RequestTimeout,
     UnsupportedMediaType,
 )
 from .handlers import LookupHandler, PredictionHandler
@@ -133,6 +131,8 @@ class ApiNodeApp:
             status, out, error_type = error.status, orjson.dumps(error.body()), error.error_type
             if status == 405:
                 headers = _JSON + [(b"allow", b"POST")]
+            elif status == 413:  # the rest of the body may still be coming: do not reuse
+                headers = _JSON + [(b"connection", b"close")]
         except _ClientGone:
             self.metrics.observe(route.label, 499, time.perf_counter() - started, "ClientGone")
             return
@@ -155,23 +155,11 @@ class ApiNodeApp:
         limit = self._limits.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"body of {int(length)} bytes is over the limit of {limit}")
-        message = await receive()
-        body = message.get("body", b"")
-        if not message.get("more_body"):
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            if len(body) > limit:
-                raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
-            return body
-        chunks, size = [body], len(body)
-        deadline = time.monotonic() + self._limits.body_timeout_seconds
-        while message.get("more_body"):
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                raise RequestTimeout(
-                    f"body not received within {self._limits.body_timeout_seconds:g}s"
-                ) from None
+        # A body that never completes is cut by the protocol's read deadline (protocol.py):
+        # the connection closes and receive() answers http.disconnect.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
@@ -179,7 +167,8 @@ class ApiNodeApp:
             if size > limit:
                 raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _other(self, scope, send) -> None:
         started = time.perf_counter()

@@ -126,6 +126,7 @@ class Limits:
     max_batch_items: int = 1000
     request_timeout_seconds: float = 5.0
     body_timeout_seconds: float = 10.0
+    header_timeout_seconds: float = 5.0
     max_connections: int = 1000
 
 

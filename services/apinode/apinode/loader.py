@@ -44,6 +44,7 @@ _LIMITS_ENV = {
     "APINODE_MAX_BATCH_ITEMS": ("max_batch_items", int),
     "APINODE_REQUEST_TIMEOUT_SECONDS": ("request_timeout_seconds", float),
     "APINODE_BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", float),
+    "APINODE_HEADER_TIMEOUT_SECONDS": ("header_timeout_seconds", float),
     "APINODE_MAX_CONNECTIONS": ("max_connections", int),
 }
 

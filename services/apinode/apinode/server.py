@@ -8,6 +8,7 @@ import time
 import uvicorn
 
 from .app import ApiNodeApp, create_app
+from .protocol import guarded_protocol
 from .settings import Settings
 
 log = logging.getLogger("apinode")
@@ -44,12 +45,13 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> int:
     """Serve until stopped; the exit code is 0 after a drain, 3 when start-up failed."""
     app = create_app(settings)
+    limits = settings.definition.limits
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits.header_timeout_seconds, limits.body_timeout_seconds),
         lifespan="on",
         access_log=False,
         log_level=log_level,
