@@ -116,6 +116,13 @@ class SourceUnavailable(ApiError):
     error_type = "SourceUnavailable"
 
 
+class ServerBusy(ApiError):
+    """More connections than the configured limit."""
+
+    status = 503
+    error_type = "ServerBusy"
+
+
 class NotReady(ApiError):
     """Data or model still loading, or the server is draining."""
 

@@ -13,7 +13,7 @@ import asyncio
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import RequestTimeout
+from .errors import RequestTimeout, ServerBusy
 
 
 def _answer(error: RequestTimeout) -> bytes:
@@ -22,8 +22,31 @@ def _answer(error: RequestTimeout) -> bytes:
     return head + b"content-length: %d\r\n\r\n" % len(body) + body
 
 
-def guarded_protocol(head_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http=`` setting, with these read deadlines."""
+def _refusal(max_connections: int):
+    """An ASGI app answering the JSON 503 of a full server (uvicorn's own answer is plain text)."""
+    error = ServerBusy(
+        "too many connections", f"the server holds at most {max_connections} connections; retry"
+    )
+    body = orjson.dumps(error.body())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        (b"retry-after", b"1"),
+    ]
+
+    async def refuse(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse
+
+
+def guarded_protocol(
+    head_timeout: float, body_timeout: float, max_connections: int
+) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http=`` setting, with these read deadlines and connection limit."""
+    refuse = _refusal(max_connections)
     head_answer = _answer(
         RequestTimeout(
             "request headers not received in time",
@@ -51,7 +74,14 @@ def guarded_protocol(head_timeout: float, body_timeout: float) -> type[HttpTools
             self._arm(head_timeout, head_answer)
 
         def on_headers_complete(self) -> None:
-            super().on_headers_complete()
+            if len(self.connections) > max_connections or len(self.tasks) >= max_connections:
+                app, self.app = self.app, refuse
+                try:
+                    super().on_headers_complete()
+                finally:
+                    self.app = app
+            else:
+                super().on_headers_complete()
             self._arm(body_timeout, body_answer)
 
         def on_message_complete(self) -> None:

@@ -51,7 +51,9 @@ def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> 
         host=host,
         port=port,
         loop="uvloop",
-        http=guarded_protocol(limits.header_timeout_seconds, limits.body_timeout_seconds),
+        http=guarded_protocol(
+            limits.header_timeout_seconds, limits.body_timeout_seconds, limits.max_connections
+        ),
         lifespan="on",
         access_log=False,
         log_level=log_level,
@@ -59,7 +61,6 @@ def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> 
         proxy_headers=False,
         timeout_graceful_shutdown=settings.grace_seconds,
         timeout_keep_alive=30,
-        limit_concurrency=settings.definition.limits.max_connections,
         backlog=2048,
     )
     server = DrainingServer(config, app, settings.drain_delay_seconds)

@@ -41,13 +41,18 @@ class MemorySource:
         self.spec = spec
         self.table: Table | None = None
         self.loaded_at: float | None = None
-        self.stale = False
+        self.refresh_failed = False
         self.last_error: str | None = None
         self.refresh_failures = 0
 
     @property
     def ready(self) -> bool:
         return self.table is not None
+
+    @property
+    def stale(self) -> bool:
+        """True while the data served is older than it should be (its last refresh failed)."""
+        return self.refresh_failed
 
     def age_seconds(self) -> float:
         return time.time() - self.loaded_at if self.loaded_at else float("nan")
@@ -64,7 +69,7 @@ class MemorySource:
         # One assignment: readers see the old table or the new one, never a mix.
         previous, self.table = self.table, table
         self.loaded_at = time.time()
-        self.stale = False
+        self.refresh_failed = False
         self.last_error = None
         del previous
         release_memory()

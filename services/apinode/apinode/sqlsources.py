@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,6 +28,16 @@ class SqlCachedSource(MemorySource):
         super().__init__(spec)
         self._engine = make_engine(spec.sql, env, live=False)
         self._task: asyncio.Task | None = None
+        self._loading_since: float | None = None
+        # A load still running this long after it began is overdue: a database that accepts
+        # connections but never answers (frozen, partitioned) must show up as stale too.
+        self._overdue_after = spec.sql.refresh_seconds + spec.sql.timeout_seconds
+
+    @property
+    def stale(self) -> bool:
+        since = self._loading_since
+        overdue = since is not None and time.monotonic() - since > self._overdue_after
+        return self.table is not None and (self.refresh_failed or overdue)
 
     def load(self) -> Table:
         with self._engine.connect() as connection:
@@ -36,11 +47,12 @@ class SqlCachedSource(MemorySource):
 
     async def refresh(self) -> bool:
         """Reload once; on failure keep serving the old table and report it stale."""
+        self._loading_since = time.monotonic()
         try:
             table = await asyncio.to_thread(self.load)
         except (sa.exc.SQLAlchemyError, TableError, OSError) as error:
             self.refresh_failures += 1
-            self.stale = self.table is not None
+            self.refresh_failed = True
             self.last_error = describe(error)
             log.warning(
                 "table %s: refresh failed (%s); %s",
@@ -49,21 +61,24 @@ class SqlCachedSource(MemorySource):
                 "serving stale data" if self.table is not None else "not ready",
             )
             return False
+        finally:
+            self._loading_since = None
         self.install(table)
         return True
 
     async def _loop(self) -> None:
+        # One load at a time: a hung load delays the next rather than piling up threads.
         while True:
+            await self.refresh()
             await asyncio.sleep(
                 self.spec.sql.refresh_seconds
                 if self.table is not None
                 else min(self.spec.sql.refresh_seconds, 1.0)
             )
-            await self.refresh()
 
     async def start(self) -> None:
-        # A database that is down at start-up must not stop the server: readiness waits for it.
-        await self.refresh()
+        # The first load runs in the background: a database that is down or frozen at start-up
+        # must not stop the server from listening; readiness waits for the data instead.
         self._task = asyncio.create_task(self._loop(), name=f"refresh-{self.spec.name}")
 
     async def stop(self) -> None:
