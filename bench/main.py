@@ -11,10 +11,12 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from bench import peers, profile
@@ -62,13 +64,21 @@ class Bench:
         points = [self._measure(run, servers) for _ in range(self.repeats)]
         return max(points, key=lambda point: point["rps"])
 
-    def sweep(self, workload: str, system: str, target: Target, servers: list[Server]) -> None:
-        """Warm up, then bounded wrk runs per concurrency."""
+    def sweep(self, workload: str, system: str, target: Target, servers: list[Server],
+              endpoint: str | None = None) -> None:
+        """Warm up, then bounded wrk runs per concurrency.
+
+        With ``endpoint`` (our services), the server's own latency histogram is read around each run.
+        """
         run_wrk(target, 8, 1, self.customers, self.layout.out)
         for concurrency in self.concurrencies:
-            point = self._best(lambda c=concurrency: run_wrk(target, c, self.seconds, self.customers,
-                                                             self.layout.out).as_dict(), servers)
-            self._record(workload, system, point)
+            def run(c: int = concurrency) -> dict:
+                before = server_histogram(target.base, endpoint) if endpoint else None
+                point = run_wrk(target, c, self.seconds, self.customers, self.layout.out).as_dict()
+                if endpoint:
+                    point["server_side"] = histogram_shares(before, server_histogram(target.base, endpoint))
+                return point
+            self._record(workload, system, self._best(run, servers))
 
     def sweep_chain(self, servers: list[Server]) -> None:
         feast_url, mlflow_url = w.chain_urls()
@@ -150,7 +160,7 @@ class Bench:
         print("ours: customer-features, then customer-scoring with remote enrichment", flush=True)
         with Servers([w.features(layout)], self.logs) as (features,):
             self._server_facts(features, "start")
-            self.sweep("lookup", "ours", w.lookup_ours(), [features])
+            self.sweep("lookup", "ours", w.lookup_ours(), [features], "demographics/lookup")
             self._server_facts(features, "load")
             if with_profiles:
                 self._profile("lookup", w.lookup_ours(), features)
@@ -164,7 +174,7 @@ class Bench:
         print("ours: customer-scoring with bundled enrichment", flush=True)
         with Servers([w.scoring(layout, remote=False)], self.logs) as (scoring,):
             self._server_facts(scoring, "start")
-            self.sweep("score", "ours-bundled", w.score_ours(), [scoring])
+            self.sweep("score", "ours-bundled", w.score_ours(), [scoring], "high-spender/predict")
             self.sweep("multi", "ours", w.multi_ours(ours_items), [scoring])
             self._server_facts(scoring, "load")
             if with_profiles:
@@ -253,6 +263,31 @@ class Bench:
 def _tree_mib(folder: Path) -> float:
     return sum(path.stat().st_size for path in folder.rglob("*")
                if path.is_file() and "__pycache__" not in path.parts) / 2**20
+
+
+_BUCKET = re.compile(r'^apinode_request_duration_seconds_bucket\{(?P<labels>[^}]*)\} (?P<count>[0-9.e+]+)$')
+
+
+def server_histogram(base: str, endpoint: str) -> dict[str, float]:
+    """The runtime's own request-duration histogram for one endpoint: upper bound -> cumulative count."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    buckets = {}
+    for line in text.splitlines():
+        match = _BUCKET.match(line)
+        if match and f'endpoint="{endpoint}"' in match["labels"]:
+            bound = re.search(r'le="([^"]+)"', match["labels"]).group(1)
+            buckets[bound] = float(match["count"])
+    return buckets
+
+
+def histogram_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Share of this run's requests the server itself handled within 0.5 ms and 1 ms (handler to answer)."""
+    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if total <= 0:
+        return {}
+    return {f"within_{bound}s": round((after.get(bound, 0.0) - before.get(bound, 0.0)) / total, 4)
+            for bound in ("0.0005", "0.001")}
 
 
 def revisions(root: Path) -> dict:

@@ -51,8 +51,15 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
                      None if math.isnan(cpu) else cpu >= at_least))
 
     def latency_goal(text: str, workload: str, system: str, key: str, limit: float) -> None:
-        point = p(workload, system, 1)
-        rows.append((text, f"{point[key]:.3f} ms" if point else "n/a", None if not point else point[key] <= limit))
+        point, bare = p(workload, system, 1), p(workload, "bare", 1)
+        if not point:
+            rows.append((text, "n/a", None))
+            return
+        measured = f"{point[key]:.3f} ms (bare reference: {bare[key]:.3f} ms)" if bare else f"{point[key]:.3f} ms"
+        inside = point.get("server_side", {}).get("within_0.001s")
+        if inside is not None:
+            measured += f"; the server's own handling ≤ 1 ms for {100 * inside:.2f}% of requests"
+        rows.append((text, measured, point[key] <= limit))
 
     ratio_goal("lookup ≥ 10× Feast at c=8", "lookup", "ours", "feast", 10)
     latency_goal("lookup p99 ≤ 1 ms at c=1", "lookup", "ours", "p99_ms", 1.0)
