@@ -35,10 +35,11 @@ class _ClientGone(Exception):
 class _Route:
     """One API route: its handler method, metric label and the tables whose staleness it reports."""
 
-    __slots__ = ("call", "label", "tables")
+    __slots__ = ("call", "label", "tables", "refreshing")
 
     def __init__(self, call, label: str, tables: tuple[str, ...]) -> None:
         self.call, self.label, self.tables = call, label, tables
+        self.refreshing: tuple = ()  # its sources that can go stale, known once started
 
 
 def _json_content_type(value: bytes) -> bool:
@@ -122,8 +123,8 @@ class ApiNodeApp:
                     "the body is not valid JSON", f"the body is not valid JSON: {error}"
                 ) from None
             answer = await route.call(parsed)
-            if route.tables and self.runtime.sources:
-                stale = self.runtime.stale_sources(route.tables)
+            if route.refreshing:
+                stale = [source.spec.name for source in route.refreshing if source.stale]
                 if stale:
                     headers = _JSON + [(b"x-apinode-stale-data", ",".join(stale).encode())]
             status, out = 200, orjson.dumps(answer)
@@ -232,6 +233,8 @@ class ApiNodeApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.runtime.start()
+                    for route in self._routes.values():
+                        route.refreshing = self.runtime.refreshing(route.tables)
                 except Exception as error:  # any load failure must stop the server with its reason
                     log.error("start-up failed: %s", error)
                     await send({"type": "lifespan.startup.failed", "message": str(error)})

@@ -73,5 +73,10 @@ class Runtime:
     def is_ready(self) -> bool:
         return self.loaded and not self.draining and all(source.ready for source in self.sources.values())
 
-    def stale_sources(self, tables) -> list[str]:
-        return [name for name in tables if name in self.sources and self.sources[name].stale]
+    def refreshing(self, tables) -> tuple:
+        """The sources among ``tables`` that refresh, so can serve stale data."""
+        return tuple(
+            self.sources[name]
+            for name in tables
+            if name in self.sources and self.sources[name].kind == "sql-cached"
+        )
