@@ -11,6 +11,9 @@ from pathlib import Path
 from bench.cores import LOAD_CORE, pinned
 
 
+_ENTRY_FRAMES = (":<module>", ":main", ":serve", ":Server.run", ":asyncio_run", ":Runner.run")
+
+
 def py_spy() -> str | None:
     beside = Path(sys.executable).with_name("py-spy")
     return str(beside) if beside.exists() else shutil.which("py-spy")
@@ -61,6 +64,6 @@ def summarize(raw: Path, top: int = 12) -> dict:
     share = lambda counter: [(name, round(100 * count / total, 1)) for name, count in counter.most_common(top)]
     # Frames on every stack (the entry point, the event loop) say nothing; keep the request path.
     interesting = collections.Counter({name: count for name, count in inclusive.items()
-                                       if count < 0.9 * total and ("apinode/" in name or "uvicorn/" in name or "onnxruntime" in name
+                                       if not name.endswith(_ENTRY_FRAMES) and ("apinode/" in name or "uvicorn/" in name or "onnxruntime" in name
                                        or "orjson" in name or "httpx" in name or "httpcore" in name)})
     return {"samples": total, "self": share(own), "inclusive": share(interesting)}

@@ -262,7 +262,12 @@ def write(results: dict, path: Path, png: Path) -> None:
     if results.get("micro"):
         lines += _micro_lines(results["micro"])
     if results.get("profiles"):
-        lines += ["## Profiles of the runtime under load (py-spy)", "", *_profile_lines(results)]
+        lines += ["## Profiles of the runtime under load (py-spy)", "",
+                  "Share of the samples taken while the server was busy. `Runner.run` as *self* is the event loop's "
+                  "own C code (uvloop: socket reads and writes, scheduling); `RequestResponseCycle.send` and "
+                  "`StreamWriter.write` as *self* are mostly the send system call, and with two services on one "
+                  "core also the other service running meanwhile. The entry frames common to every stack are left "
+                  "out of the inclusive column.", "", *_profile_lines(results)]
     if results.get("notes"):
         lines += ["## Notes", "", *[f"- {note}" for note in results["notes"]], ""]
     optimizations = path.with_name("optimizations.md")
