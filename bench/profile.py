@@ -10,7 +10,6 @@ from pathlib import Path
 
 from bench.cores import LOAD_CORE, pinned
 
-
 _ENTRY_FRAMES = (":<module>", ":main", ":serve", ":Server.run", ":asyncio_run", ":Runner.run")
 
 
