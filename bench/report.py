@@ -140,7 +140,7 @@ MICRO_LABELS = {
     "index_rows_us": "index: key to row position",
     "table_row_us": "table: row position to a dict of 9 columns",
     "enrich_complete_us": "enrichment of one row (2 lookups, 2 date transforms)",
-    "model_predict_us": "Model.predict, one row (feed building + onnxruntime)",
+    "model_predict_us": "the model, one row (feed building + onnxruntime)",
     "bare_session_run_us": "bare reference's whole score() (feed + onnxruntime)",
     "orjson_dumps_lookup_us": "orjson.dumps of a lookup answer",
     "json_dumps_lookup_us": "json.dumps of the same (stdlib)",
