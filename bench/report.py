@@ -274,3 +274,14 @@ def write(results: dict, path: Path, png: Path) -> None:
     if optimizations.exists():
         lines += [optimizations.read_text().rstrip(), ""]
     path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    # Rewrite bench/results.md from the figures of the last run (bench/out/results.json), e.g. after
+    # editing bench/optimizations.md, without measuring again.
+    import json
+    import sys
+
+    here = Path(__file__).resolve().parent
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "out" / "results.json"
+    write(json.loads(source.read_text()), here / "results.md", here / "latency-throughput.png")
