@@ -50,11 +50,11 @@ data: install
 render: install
 	$(PY) -m infra.render --stack $(STACK) --out rendered/$(STACK)
 
-bench: install system-deps
+bench: install
 	bench/run
 
 soak: install
 	$(PY) -m bench.soak --minutes 10
 
 clean:
-	rm -rf $(VENV) rendered bench/out .pytest_cache
+	rm -rf $(VENV) .venv-checkov bench/.venv-peers build rendered bench/out .pytest_cache
