@@ -27,8 +27,8 @@ from tests.reliability.servers import (
     REPO,
     SCORING_DIR,
     Service,
-    clean_env,
     remote_env,
+    server_env,
 )
 from tests.reliability.workload import Golden, sample_ids
 
@@ -178,16 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="soak-logs-"))
     print(f"soak: {args.minutes:g} min, {args.workers} callers; server logs in {logs}", flush=True)
     with (
-        Service(FEATURES_DIR, clean_env(), log_dir=logs, name="soak-features").start() as features,
+        Service(FEATURES_DIR, server_env(), log_dir=logs, name="soak-features").start() as features,
         Service(
-            SCORING_DIR, clean_env(APINODE_ENRICHMENT="bundled"), log_dir=logs, name="soak-golden-scoring"
+            SCORING_DIR, server_env(APINODE_ENRICHMENT="bundled"), log_dir=logs, name="soak-golden-scoring"
         ).start() as reference,
     ):
         golden = Golden(sample_ids(500)).fetch_lookups(features.url, API_KEY)
         golden.fetch_predictions(reference.url, API_KEY)
         reference.stop()
         scoring = Service(
-            SCORING_DIR, clean_env(**remote_env(features.url)), log_dir=logs, name="soak-scoring"
+            SCORING_DIR, server_env(**remote_env(features.url)), log_dir=logs, name="soak-scoring"
         )
         with scoring.start():
             result = asyncio.run(soak(features, scoring, golden, seconds, args.workers, args.window))

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from tests.apinode_proc import free_port
 
 BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -35,12 +36,6 @@ def available() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class PgCluster:
     """One PostgreSQL server we own, with a login role and a database for the application."""
 
@@ -48,7 +43,7 @@ class PgCluster:
         self, user: str = "apinode", password: str = "pg-test-secret", database: str = "mesh"
     ) -> None:
         self.user, self.password, self.database = user, password, database
-        self.port = _free_port()
+        self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="pgcluster-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataikuapi
 import httpx
 import pytest
-from image_harness import SERVICES, Container, free_port, logs, start_container, wait_ready
+from image_harness import SERVICES, Container, logs, start_container, wait_ready
+
+from tests.apinode_proc import free_port
 
 pytestmark = pytest.mark.docker
 

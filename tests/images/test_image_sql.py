@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataikuapi
 import pytest
-from image_harness import Container, free_port, start_container, wait_ready
+from image_harness import Container, start_container, wait_ready
 
+from tests.apinode_proc import free_port
 from tests.pgcluster import PgCluster, available
 from tests.reliability.pgdata import load_feature_tables
 

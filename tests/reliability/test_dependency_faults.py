@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.reliability.loadgen import Load, describe, outage_problems
-from tests.reliability.servers import API_KEY, SCORING_DIR, Service, clean_env, remote_env
+from tests.reliability.servers import API_KEY, SCORING_DIR, Service, remote_env, server_env
 
 REQUEST_TIMEOUT = 3.0  # APINODE_REQUEST_TIMEOUT_SECONDS given to scoring in these tests
 MARGIN = 4.0  # on top of the timeout: a loaded 2-core box, not a performance bound
@@ -85,7 +85,7 @@ def frozen(features: Service):
 @pytest.mark.parametrize("fault", [killed, frozen], ids=["killed-and-restarted", "frozen-and-resumed"])
 def test_scoring_survives_customer_features_outage(fault, features, golden, log_dir):
     assert remote_timeout() < REQUEST_TIMEOUT, "the remote timeout must be below the request timeout"
-    env = clean_env(APINODE_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT), **remote_env(features.url))
+    env = server_env(APINODE_REQUEST_TIMEOUT_SECONDS=str(REQUEST_TIMEOUT), **remote_env(features.url))
     with Service(SCORING_DIR, env, log_dir=log_dir, name="faults-scoring").start() as scoring:
         break_features, heal_features = fault(features)
         asyncio.run(

@@ -20,7 +20,7 @@ import pytest
 
 from tests.reliability import rawhttp
 from tests.reliability.loadgen import Load, describe
-from tests.reliability.servers import API_KEY, FEATURES_DIR, SCORING_DIR, Service, clean_env, remote_env
+from tests.reliability.servers import API_KEY, FEATURES_DIR, SCORING_DIR, Service, remote_env, server_env
 
 # The grace the test gives the server on top of its own drain; generous so a loaded CI box passes.
 EXIT_BOUND_SECONDS = 30.0
@@ -108,7 +108,7 @@ def test_features_drains_on_sigterm_under_load(features, golden):
 def test_scoring_with_remote_enrichment_drains_on_sigterm_under_load(features, golden, log_dir):
     """The in-flight predictions still reach customer-features while scoring shuts down."""
     with Service(
-        SCORING_DIR, clean_env(**remote_env(features.url)), log_dir=log_dir, name="drain-scoring"
+        SCORING_DIR, server_env(**remote_env(features.url)), log_dir=log_dir, name="drain-scoring"
     ).start() as scoring:
         held_call = golden.predict_multi(size=100)(random.Random(2))
         asyncio.run(drain_under_load(scoring, golden.scoring_calls(), held_call))
@@ -119,7 +119,7 @@ def test_drain_delay_keeps_serving_while_readiness_says_go_away(golden, log_dir)
     """With APINODE_DRAIN_DELAY_SECONDS, SIGTERM first turns /readyz to 503 and keeps answering
     (so a load balancer can take the pod out), then refuses new connections and exits 0."""
     delay = 3.0
-    env = clean_env(APINODE_DRAIN_DELAY_SECONDS=str(delay))
+    env = server_env(APINODE_DRAIN_DELAY_SECONDS=str(delay))
     with Service(FEATURES_DIR, env, log_dir=log_dir, name="drain-delay-features").start() as service:
 
         async def scenario():

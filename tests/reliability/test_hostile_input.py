@@ -17,7 +17,7 @@ import pytest
 from tests.reliability import rawhttp
 from tests.reliability.bystander import bystander
 from tests.reliability.loadgen import Call, Load, describe
-from tests.reliability.servers import API_KEY, FEATURES_DIR, SCORING_DIR, Service, clean_env
+from tests.reliability.servers import API_KEY, FEATURES_DIR, SCORING_DIR, Service, server_env
 from tests.reliability.workload import API, FEATURES, SCORING, prediction_of
 
 MAX_BODY = 256 * 1024
@@ -40,14 +40,14 @@ PREDICT_MULTI = f"{API}/{SCORING}/high-spender/predict-multi"
 @pytest.fixture(scope="module")
 def features(log_dir):
     with Service(
-        FEATURES_DIR, clean_env(**LIMITS), log_dir=log_dir, name="hostile-features"
+        FEATURES_DIR, server_env(**LIMITS), log_dir=log_dir, name="hostile-features"
     ).start() as service:
         yield service
 
 
 @pytest.fixture(scope="module")
 def scoring(log_dir):
-    env = clean_env(APINODE_ENRICHMENT="bundled", **LIMITS)
+    env = server_env(APINODE_ENRICHMENT="bundled", **LIMITS)
     with Service(SCORING_DIR, env, log_dir=log_dir, name="hostile-scoring").start() as service:
         yield service
 
@@ -310,8 +310,8 @@ def test_garbage_credentials_get_401_or_403(features, golden):
         "Bearer",
         "Digest username=x",
         "Basic Og==",
-        "Bearer reliability-key extra",
-        "Bearer reliability-keyX",
+        f"Bearer {API_KEY} extra",
+        f"Bearer {API_KEY}X",
     ]:
         with httpx.Client(timeout=ANSWER_BOUND) as client:
             response = client.post(
@@ -411,7 +411,7 @@ CROWD_LIMIT = 20
 @pytest.fixture
 def crowded(golden, log_dir):
     """customer-features with a small connection limit, and as many silent connections as it allows."""
-    env = clean_env(APINODE_MAX_CONNECTIONS=str(CROWD_LIMIT), **LIMITS)
+    env = server_env(APINODE_MAX_CONNECTIONS=str(CROWD_LIMIT), **LIMITS)
     with Service(FEATURES_DIR, env, log_dir=log_dir, name="crowded-features").start() as service:
         crowd = [rawhttp.connect(service.port) for _ in range(CROWD_LIMIT)]
         try:

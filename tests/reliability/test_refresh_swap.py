@@ -18,7 +18,7 @@ import pytest
 
 from tests.pgcluster import PgCluster, available
 from tests.reliability.loadgen import Call, Load, describe
-from tests.reliability.servers import API_KEY, Service, clean_env
+from tests.reliability.servers import API_KEY, Service, server_env
 
 pytestmark = pytest.mark.postgres
 ROWS = 100_000
@@ -97,7 +97,7 @@ def went_back_in_time(outcomes) -> list[str]:
 @pytest.mark.timeout(240)
 def test_refresh_under_load_swaps_whole_tables_and_memory_returns(database, tmp_path, log_dir):
     (tmp_path / "service.yaml").write_text(SERVICE_YAML)
-    env = clean_env(APINODE_SQL_URL=database.url, APINODE_SQL_PASSWORD=database.password)
+    env = server_env(APINODE_SQL_URL=database.url, APINODE_SQL_PASSWORD=database.password)
 
     async def writer(until: float) -> int:
         bumped = 0

@@ -20,7 +20,7 @@ import pytest
 from tests.pgcluster import PgCluster, available
 from tests.reliability.loadgen import Load, describe, outage_problems
 from tests.reliability.pgdata import load_feature_tables
-from tests.reliability.servers import API_KEY, FEATURES_DIR, Service, clean_env
+from tests.reliability.servers import API_KEY, FEATURES_DIR, Service, server_env
 
 pytestmark = pytest.mark.postgres
 SQL_TIMEOUT = 1.0
@@ -82,7 +82,7 @@ def database():
 
 
 def sql_features(db: PgCluster, mode: str, log_dir) -> Service:
-    env = clean_env(
+    env = server_env(
         APINODE_SOURCE="sql",
         APINODE_SQL_URL=db.url,
         APINODE_SQL_PASSWORD=db.password,

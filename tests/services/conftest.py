@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from apinode_fixtures import service_dir
-from apinode_server import API_KEY, REPO, ApiNodeProcess, server_env
+from tests.apinode_proc import API_KEY, REPO, ApiNodeProcess, server_env
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from apinode_server import API_KEY
+from tests.apinode_proc import API_KEY
 
 FEATURES = "/public/api/v1/customer-features"
 SCORING = "/public/api/v1/customer-scoring"

@@ -7,7 +7,7 @@ import pytest
 from dataikuapi import APINodeClient
 from dataikuapi.utils import DataikuException
 
-from apinode_server import API_KEY
+from tests.apinode_proc import API_KEY
 
 CUSTOMERS = ["C0000001", "C0000004", "C0000007", "C0012345", "C0054321", "C0100000"]
 

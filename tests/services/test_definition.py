@@ -11,7 +11,7 @@ import yaml
 from apinode.definition import DefinitionError
 from apinode.loader import load_definition
 from apinode.settings import load_settings
-from apinode_server import REPO, server_env
+from tests.apinode_proc import REPO, server_env
 
 
 def edited(fixture_dir, tmp_path, edit):

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from apinode_server import REPO, free_port, server_env
+from tests.apinode_proc import REPO, free_port, server_env
 
 
 def test_make_run_launcher_prints_a_working_curl_and_stops_on_ctrl_c():

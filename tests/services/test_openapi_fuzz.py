@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from apinode_server import API_KEY
+from tests.apinode_proc import API_KEY
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from apinode_server import API_KEY, ApiNodeProcess, server_env
+from tests.apinode_proc import API_KEY, ApiNodeProcess, server_env
 
 PREDICT = "/public/api/v1/customer-scoring/high-spender/predict"
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from apinode_fixtures import tables
-from apinode_server import API_KEY, ApiNodeProcess, server_env
+from tests.apinode_proc import API_KEY, ApiNodeProcess, server_env
 from tests.pgcluster import PgCluster, available
 
 pytestmark = pytest.mark.postgres
