@@ -16,12 +16,24 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
+import yaml
 
 from tests.apinode_proc import free_port
 
 BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+# service.yaml column types as PostgreSQL column types.
+SQL_TYPES = {
+    "string": "text",
+    "date": "date",
+    "integer": "bigint",
+    "number": "double precision",
+    "boolean": "boolean",
+}
 
 
 def available() -> str | None:
@@ -160,8 +172,39 @@ class PgCluster:
                 for row in rows:
                     copy.write_row(row)
 
+    def create_table(self, table: str, columns: dict[str, str], key: str, rows: Iterable[Sequence]) -> None:
+        """A table of ``columns`` (name: SQL type) keyed by ``key``, filled with ``rows``."""
+        ddl = ", ".join(f"{c} {t}" + (" PRIMARY KEY" if c == key else "") for c, t in columns.items())
+        self.execute(f"CREATE TABLE {table} ({ddl})")
+        self.insert(table, list(columns), rows)
+
     def __enter__(self) -> PgCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
+
+
+@contextmanager
+def throwaway_cluster() -> Iterator[PgCluster]:
+    """A started cluster, destroyed afterwards; the test is skipped, saying why, where none can run."""
+    reason = available()
+    if reason:
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+    with PgCluster() as cluster:
+        yield cluster
+
+
+def load_bundles(cluster: PgCluster, service_dir: Path) -> None:
+    """Every table of the service at ``service_dir``, created under its SQL name and filled with its
+    bundled rows, so answers from the SQL-backed service equal those from the bundled one."""
+    from apinode.bundle import read_bundle
+
+    definition = yaml.safe_load((Path(service_dir) / "service.yaml").read_text())
+    for table in definition["tables"].values():
+        kinds = {c: spec["type"] if isinstance(spec, dict) else spec for c, spec in table["columns"].items()}
+        columns = {c: SQL_TYPES[kind] for c, kind in kinds.items()}
+        data = read_bundle(Path(service_dir) / table["bundled"]["path"])
+        values = [(data[c].decode() if hasattr(data[c], "decode") else data[c]).tolist() for c in columns]
+        cluster.create_table(table["sql"]["table"], columns, table["key"], zip(*values))

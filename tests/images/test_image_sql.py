@@ -7,9 +7,8 @@ import dataikuapi
 import pytest
 from image_harness import Container, start_container, wait_ready
 
-from tests.apinode_proc import free_port
-from tests.pgcluster import PgCluster, available
-from tests.reliability.pgdata import load_feature_tables
+from tests.apinode_proc import FEATURES_DIR, free_port
+from tests.pgcluster import load_bundles, throwaway_cluster
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
@@ -25,12 +24,8 @@ MARKED_CUSTOMER, MARKED_REGION = "C0000003", "only-in-postgres"
 
 @pytest.fixture(scope="module")
 def database():
-    reason = available()
-    if reason:
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
-    with PgCluster() as db:
-        load_feature_tables(db)
+    with throwaway_cluster() as db:
+        load_bundles(db, FEATURES_DIR)
         db.execute(
             "UPDATE demographics SET region = %s WHERE customer_id = %s", (MARKED_REGION, MARKED_CUSTOMER)
         )

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.pgcluster import PgCluster, available
+from tests.pgcluster import throwaway_cluster
 from tests.reliability.loadgen import Call, Load, describe
 from tests.reliability.servers import API_KEY, Service, server_env
 
@@ -42,17 +42,11 @@ PATH = "/public/api/v1/generations/rows/lookup-multi"
 
 @pytest.fixture(scope="module")
 def database():
-    reason = available()
-    if reason:
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
-    with PgCluster() as db:
-        db.execute(
-            "CREATE TABLE generation_rows (customer_id text PRIMARY KEY, generation bigint, payload text)"
-        )
-        db.insert(
+    with throwaway_cluster() as db:
+        db.create_table(
             "generation_rows",
-            ["customer_id", "generation", "payload"],
+            {"customer_id": "text", "generation": "bigint", "payload": "text"},
+            "customer_id",
             ((f"C{i:07d}", 0, f"row {i} " + "x" * (i % 64)) for i in range(1, ROWS + 1)),
         )
         yield db

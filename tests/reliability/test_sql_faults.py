@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.pgcluster import PgCluster, available
+from tests.pgcluster import PgCluster, load_bundles, throwaway_cluster
 from tests.reliability.loadgen import Load, describe, outage_problems
-from tests.reliability.pgdata import load_feature_tables
 from tests.reliability.servers import API_KEY, FEATURES_DIR, Service, server_env
 
 pytestmark = pytest.mark.postgres
@@ -72,12 +71,8 @@ class Outage:
 
 @pytest.fixture(scope="module")
 def database():
-    reason = available()
-    if reason:
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
-    with PgCluster() as db:
-        load_feature_tables(db)
+    with throwaway_cluster() as db:
+        load_bundles(db, FEATURES_DIR)
         yield db
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from apinode_fixtures import tables
 from tests.apinode_proc import API_KEY, ApiNodeProcess, server_env
-from tests.pgcluster import PgCluster, available
+from tests.pgcluster import PgCluster, throwaway_cluster
 
 pytestmark = pytest.mark.postgres
 LOOKUP = "/public/api/v1/customer-features/behavior/lookup"
@@ -19,18 +19,10 @@ DATE_COLUMNS = {"birthdate", "signup_date"}
 
 @pytest.fixture(scope="module")
 def database():
-    reason = available()
-    if reason:
-        pytest.skip(reason)
-    with PgCluster() as db:
+    with throwaway_cluster() as db:
         for name, columns in zip(("demographics", "behavior"), tables(200)):
-            ddl = ", ".join(
-                f"{c} {'date' if c in DATE_COLUMNS else SQL_TYPES[v.dtype.kind]}"
-                + (" PRIMARY KEY" if c == "customer_id" else "")
-                for c, v in columns.items()
-            )
-            db.execute(f"CREATE TABLE {name} ({ddl})")
-            db.insert(name, list(columns), zip(*(v.tolist() for v in columns.values())))
+            types = {c: "date" if c in DATE_COLUMNS else SQL_TYPES[v.dtype.kind] for c, v in columns.items()}
+            db.create_table(name, types, "customer_id", zip(*(v.tolist() for v in columns.values())))
         yield db
 
 
