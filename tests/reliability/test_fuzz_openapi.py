@@ -17,20 +17,15 @@ import pytest
 
 from tests.reliability.bystander import bystander
 from tests.reliability.servers import API_KEY, REPO
+from tests.schemathesis_cli import schemathesis_command
 
-SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 HOOKS = Path(__file__).with_name("fuzz_hooks.py")
 
 
 def fuzz(url: str, service: str, mode: str, examples: int, workdir: Path) -> subprocess.CompletedProcess:
-    command = [
-        str(SCHEMATHESIS),
-        "run",
-        f"{url}/public/api/v1/{service}/swagger",
-        "--url",
+    command = schemathesis_command(
         url,
-        "-H",
-        f"Authorization: Bearer {API_KEY}",
+        service,
         "--mode",
         mode,
         "--checks",
@@ -41,16 +36,9 @@ def fuzz(url: str, service: str, mode: str, examples: int, workdir: Path) -> sub
         "80808",
         "--max-examples",
         str(examples),
-        "--generation-database",
-        "none",
-        "--no-color",
-        "--workers",
-        "2",
-        "--request-timeout",
-        "10",
         "--phases",
         "examples,coverage,fuzzing",
-    ]
+    )
     env = {
         "SCHEMATHESIS_HOOKS": str(HOOKS),
         "PATH": str(Path(sys.executable).parent),

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.apinode_proc import API_KEY
-
-SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+from tests.schemathesis_cli import schemathesis_command
 
 
 def test_swagger_has_the_real_feature_schema(real_scoring):
@@ -32,14 +28,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(request, tmp
     server = request.getfixturevalue(fixture)
     # positive_data_acceptance is left out on purpose: a schema cannot say "customer_id, or every
     # model input", so a schema-valid request without either is rightly a 400 MissingLookupKey.
-    command = [
-        str(SCHEMATHESIS),
-        "run",
-        f"{server.url}/public/api/v1/{service}/swagger",
-        "--url",
+    command = schemathesis_command(
         server.url,
-        "-H",
-        f"Authorization: Bearer {API_KEY}",
+        service,
         "--checks",
         "all",
         "--exclude-checks",
@@ -48,14 +39,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(request, tmp
         "20260630",
         "--max-examples",
         "60",
-        "--generation-database",
-        "none",
-        "--no-color",
-        "--workers",
-        "2",
-        "--request-timeout",
-        "10",
-    ]
+    )
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     assert "passed" in result.stdout
