@@ -87,25 +87,34 @@ def test_oversized_bodies_are_refused_without_reading_them(features, golden):
         async with bystander(features.url, golden.features_calls(), API_KEY):
             # Declared too large: refused from the headers, before the 20 MB are sent.
             head, _ = rawhttp.request_bytes(LOOKUP, b"", API_KEY, content_length=20_000_000)
-            with rawhttp.connect(features.port) as sock:
-                sock.sendall(head + b"{" * 65536)
-                answer = await asyncio.to_thread(rawhttp.read_response, sock, ANSWER_BOUND)
+
+            # Blocking socket work runs in a thread: on the event loop it would starve the bystander.
+            def declared_too_large():
+                with rawhttp.connect(features.port) as sock:
+                    sock.sendall(head + b"{" * 65536)
+                    return rawhttp.read_response(sock, ANSWER_BOUND)
+
+            answer = await asyncio.to_thread(declared_too_large)
             assert_clear_error(answer, (413,), "declared 20 MB body")
 
             # Chunked, no length: refused once the limit is crossed.
-            head = (
+            chunked_head = (
                 f"POST {LOOKUP} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 f"Authorization: Bearer {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
             ).encode()
             chunk = b"4000\r\n" + b" " * 0x4000 + b"\r\n"
-            with rawhttp.connect(features.port) as sock:
-                sock.sendall(head)
-                try:
-                    for _ in range(4 * MAX_BODY // 0x4000):
-                        sock.sendall(chunk)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the server answered and closed early: what we want
-                answer = await asyncio.to_thread(rawhttp.read_response, sock, ANSWER_BOUND)
+
+            def chunked_over_the_limit():
+                with rawhttp.connect(features.port) as sock:
+                    sock.sendall(chunked_head)
+                    try:
+                        for _ in range(4 * MAX_BODY // 0x4000):
+                            sock.sendall(chunk)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the server answered and closed early: what we want
+                    return rawhttp.read_response(sock, ANSWER_BOUND)
+
+            answer = await asyncio.to_thread(chunked_over_the_limit)
             if answer.status is not None:
                 assert_clear_error(answer, (413,), "chunked body over the limit")
             else:
