@@ -89,7 +89,7 @@ def test_wrk_harness_reports_a_short_run(bare_port, tmp_path):
 
 def test_load_refuses_any_address_but_loopback(tmp_path):
     with pytest.raises(ValueError):
-        run_wrk(Target("http://10.0.0.1:80/x", "{}"), 1, 1, 10, tmp_path)
+        run_wrk(Target("http://203.0.113.7:80/x", "{}"), 1, 1, 10, tmp_path)  # never contacted
 
 
 def _point(c: int, rps: float, p50: float = 0.2, p99: float = 0.8) -> dict:
