@@ -72,3 +72,20 @@ def test_make_run_launcher_prints_a_working_curl_and_stops_on_ctrl_c():
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.wait()
+
+
+def test_make_run_refuses_a_port_already_in_use_before_starting_anything():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "apinode.local", "--scoring-port", str(busy),
+             "--features-port", str(free_port())],
+            env=server_env(), cwd=REPO, capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {busy} on 127.0.0.1 is already in use" in result.stderr
+    assert "Uvicorn running" not in result.stdout + result.stderr, "nothing may start on a busy port"

@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +53,14 @@ def _wait_ready(name: str, process: subprocess.Popen, port: int, timeout: float 
             pass
         time.sleep(0.1)
     raise SystemExit(f"{name} not ready on port {port} after {timeout:g}s")
+
+
+def _require_free(port: int) -> None:
+    """Fail before starting anything: otherwise the readiness check could reach someone else's server."""
+    with socket.socket() as probe:
+        if probe.connect_ex((HOST, port)) == 0:
+            raise SystemExit(f"port {port} on {HOST} is already in use (another `make run`?); stop it or "
+                             f"choose other ports: python -m apinode.local --scoring-port N --features-port M")
 
 
 def _start(service: str, port: int, env: dict[str, str]) -> subprocess.Popen:
@@ -104,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C reaches the children too (same process group); we only wait for them to drain.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        for port in (args.features_port, args.scoring_port):
+            _require_free(port)
         processes.append(_start("customer-features", args.features_port, env))
         _wait_ready("customer-features", processes[0], args.features_port)
         scoring_env = {
