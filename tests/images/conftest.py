@@ -20,6 +20,8 @@ from image_harness import (
     run,
 )
 
+from infra.image import stage_context
+
 SCRIPTS = REPO / "scripts"
 # What the tests pass as OCI label build arguments, and assert back from the images.
 LABEL_ARGS = {"VERSION": "1.4.2-test", "SOURCE": "https://example.invalid/mesh.git"}
@@ -78,12 +80,15 @@ def wheelhouse() -> Path:
 
 @pytest.fixture(scope="session")
 def images(docker: Docker, base_image: str, wheelhouse: Path) -> dict[str, BuiltImage]:
-    """Both service images, built offline from the repository root as the Pulumi program does."""
+    """Both service images, each built offline from the staged context the Pulumi program builds from."""
     fill_wheels_in_context(wheelhouse)
     revision = run(["git", "-C", str(REPO), "rev-parse", "HEAD"]).strip()
     build_dependencies(docker, base_image)
     for service in SERVICES:
-        _built[service] = build_image(docker, service, base_image, {**LABEL_ARGS, "REVISION": revision})
+        context = REPO / stage_context(service)
+        fill_wheels_in_context(wheelhouse, context)
+        _built[service] = build_image(docker, service, base_image, {**LABEL_ARGS, "REVISION": revision},
+                                      context=context)
     return dict(_built)
 
 

@@ -115,16 +115,17 @@ def start_container(
     return Container(name, docker(*argv, image_ref).strip(), port, api_key)
 
 
-def fill_wheels_in_context(wheelhouse: Path) -> None:
-    """Make images/wheels/ hold exactly the cached wheelhouse, where the Dockerfile picks it up.
+def fill_wheels_in_context(wheelhouse: Path, context: Path = REPO) -> None:
+    """Make <context>/images/wheels/ hold exactly the cached wheelhouse, where the Dockerfile picks it up.
     Only differences are touched, so a concurrent test session's build context stays intact."""
-    WHEELS_IN_CONTEXT.mkdir(exist_ok=True)
+    wheels_dir = context / WHEELS_IN_CONTEXT.relative_to(REPO)
+    wheels_dir.mkdir(parents=True, exist_ok=True)
     wanted = {wheel.name: wheel for wheel in wheelhouse.glob("*.whl")}
-    for present in WHEELS_IN_CONTEXT.glob("*.whl"):
+    for present in wheels_dir.glob("*.whl"):
         if present.name not in wanted:
             present.unlink()
     for name, wheel in wanted.items():
-        target = WHEELS_IN_CONTEXT / name
+        target = wheels_dir / name
         if target.exists():
             continue
         try:
@@ -133,14 +134,15 @@ def fill_wheels_in_context(wheelhouse: Path) -> None:
             target.write_bytes(wheel.read_bytes())
 
 
-def build(docker: Docker, ref: str, args: dict[str, str], *extra: str) -> float:
+def build(docker: Docker, ref: str, args: dict[str, str], *extra: str, context: Path = REPO) -> float:
     """Build offline (no network in the build, wheels only from the context); return the seconds taken.
     --force-rm: a failed step leaves no container behind in the engine."""
-    argv = ["build", "--network", "none", "--force-rm", "--file", str(DOCKERFILE), "--tag", ref, *extra]
+    dockerfile = context / DOCKERFILE.relative_to(REPO)
+    argv = ["build", "--network", "none", "--force-rm", "--file", str(dockerfile), "--tag", ref, *extra]
     for name, value in args.items():
         argv += ["--build-arg", f"{name}={value}"]
     started = time.monotonic()
-    docker(*argv, str(REPO), timeout=1200)
+    docker(*argv, str(context), timeout=1200)
     return time.monotonic() - started
 
 
@@ -155,13 +157,14 @@ def build_dependencies(docker: Docker, base_ref: str) -> None:
     )
 
 
-def build_image(docker: Docker, service: str | None, base_ref: str, build_args: dict[str, str]) -> BuiltImage:
-    """One service image; service=None leaves out the SERVICE build argument."""
+def build_image(docker: Docker, service: str | None, base_ref: str, build_args: dict[str, str],
+                context: Path = REPO) -> BuiltImage:
+    """One service image from ``context``; service=None leaves out the SERVICE build argument."""
     ref = f"mesh/{service or 'no-service'}:test"
     args = {"BASE_IMAGE": base_ref, "PIP_NO_INDEX": "1", **build_args}
     if service is not None:
         args["SERVICE"] = service
-    seconds = build(docker, ref, args)
+    seconds = build(docker, ref, args, context=context)
     own = docker.inspect(ref)["Size"] - docker.inspect(base_ref)["Size"]
     return BuiltImage(service or "", ref, base_ref, args, seconds, own)
 
