@@ -49,7 +49,7 @@ def api_key_config_key(service_id: str) -> str:
 KNOWN_KEYS = {
     "vpcCidr", "availabilityZones", "natGateways", "kubernetesVersion", "nodeGroup",
     "clusterAdminRoleArns", "publicEndpointCidrs", "ecr", "namespace", "exposure",
-    "database", "databasePassword", "services", "tags",
+    "database", "databasePassword", "services", "tags", "sourceRepository",
     *(api_key_config_key(service_id) for service_id in SERVICE_IDS),
 }
 SECRET_KEYS = {"databasePassword", *(k for k in KNOWN_KEYS if k.endswith("ApiKey"))}
@@ -371,6 +371,13 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         raise top.fail("tags", f"must be an object of string values, got {tags!r}", "'{\"team\": \"data\"}'")
 
+    source_repository = None
+    if top.has("sourceRepository"):
+        source_repository = top.string("sourceRepository", "https://github.com/acme/data-mesh")
+        if not re.match(r"^https://[\w.-]+/[\w./-]+$", source_repository):
+            raise top.fail("sourceRepository", f"'{source_repository}' is not an https URL of a repository",
+                           "https://github.com/acme/data-mesh")
+
     return StackSettings(
         project=PROJECT,
         stack=stack,
@@ -387,6 +394,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         exposure=exposure,
         database=database,
         services=services,
+        source_repository=source_repository,
     )
 
 

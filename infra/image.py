@@ -79,6 +79,7 @@ class ServiceImageArgs:
     version: str
     repository_url: pulumi.Input[str]
     registry_id: pulumi.Input[str] | None = None
+    source: str | None = None  # repository URL for the OCI source label
 
 
 class ServiceImage(pulumi.ComponentResource):
@@ -104,7 +105,8 @@ class ServiceImage(pulumi.ComponentResource):
                 context=context,
                 dockerfile=f"{context}/{DOCKERFILE}",
                 platform=PLATFORM,
-                args={"SERVICE": args.service_id, "VERSION": args.version, "REVISION": revision},
+                args={"SERVICE": args.service_id, "VERSION": args.version, "REVISION": revision,
+                      **({"SOURCE": args.source} if args.source else {})},
             ),
             registry=docker.RegistryArgs(
                 server=token.proxy_endpoint,

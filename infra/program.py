@@ -31,6 +31,7 @@ def deploy(settings: StackSettings) -> None:
             version=service.version,
             repository_url=registry.repository_urls[service.id],
             registry_id=registry.registry_ids[service.id],
+            source=settings.source_repository,
         ))
         for service in settings.services
     }

@@ -150,6 +150,7 @@ class StackSettings:
     exposure: ExposureSettings
     database: DatabaseSettings | None
     services: tuple[ServiceSettings, ...]
+    source_repository: str | None = None  # the images' org.opencontainers.image.source label
 
     @property
     def name(self) -> str:

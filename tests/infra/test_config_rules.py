@@ -118,6 +118,8 @@ RULES = [
     ("database-bad-cidr", "prod", _set(f"{P}database.cidr", "10.60.0.0/33"), f"{P}database.cidr",
      ["not a valid IPv4 CIDR"]),
     ("database-missing-host", "prod", _set(f"{P}database.host", _DELETE), f"{P}database.host", ["required"]),
+    ("source-repository-not-https", "dev", _set(f"{P}sourceRepository", "git@github.com:acme/data-mesh.git"),
+     f"{P}sourceRepository", ["not an https URL"]),
 ]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from infra.config import SERVICE_IDS
 from infra.image import build_inputs, content_hash, image_tag, stage_context
-from infra.mocks import StackRun
+from infra.mocks import StackRun, run_stack
 
 IMAGE = "docker:index/image:Image"
 
@@ -133,3 +133,11 @@ def test_staging_again_drops_files_deleted_from_the_service(source_tree: Path) -
     extra.unlink()
     assert "services/customer-features/data.npz" not in _tree(
         source_tree / stage_context("customer-features", source_tree))
+
+
+def test_source_label_comes_from_the_stack_setting_and_is_absent_by_default(dev: StackRun) -> None:
+    assert all("SOURCE" not in image.inputs["build"]["args"] for image in dev.of_type(IMAGE))
+    url = "https://github.com/acme/data-mesh"
+    run = run_stack("dev", overrides={"data-mesh:sourceRepository": url})
+    assert {sid: image.inputs["build"]["args"]["SOURCE"] for sid, image in _images(run).items()} == \
+        {sid: url for sid in SERVICE_IDS}
