@@ -1,6 +1,6 @@
 """Rules on the Kubernetes side: pod security, resources, images, exposure, secrets."""
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .props import as_list, containers, dig, is_prod, pod_spec
 
@@ -25,51 +25,56 @@ def _name(container: Mapping) -> str:
     return container.get("name") or "<unnamed>"
 
 
-def pods_run_as_non_root(resource_type: str, props: Mapping, stack: str) -> list[str]:
+def _per_container(resource_type: str, props: Mapping,
+                   check: Callable[[Mapping, Mapping], str | None]) -> list[str]:
+    """Run ``check(container, pod_spec)`` on every container of a pod-bearing resource."""
     spec = pod_spec(resource_type, props)
     if spec is None:
         return []
+    return [message for container in containers(spec) if (message := check(container, spec))]
+
+
+def _non_root(container: Mapping, spec: Mapping) -> str | None:
     pod_context = spec.get("securityContext") or {}
-    violations = []
-    for container in containers(spec):
-        context = container.get("securityContext") or {}
-        # A container's own setting overrides the pod's.
-        non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
-        user = context.get("runAsUser", pod_context.get("runAsUser"))
-        if user == 0:
-            violations.append(f"container '{_name(container)}' runs as root (runAsUser: 0): "
-                              "use a non-zero UID")
-        elif non_root is not True:
-            violations.append(f"container '{_name(container)}' may run as root: set "
-                              "securityContext.runAsNonRoot: true on the pod or the container")
-    return violations
+    context = container.get("securityContext") or {}
+    # A container's own setting overrides the pod's.
+    non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
+    user = context.get("runAsUser", pod_context.get("runAsUser"))
+    if user == 0:
+        return f"container '{_name(container)}' runs as root (runAsUser: 0): use a non-zero UID"
+    if non_root is not True:
+        return (f"container '{_name(container)}' may run as root: set "
+                "securityContext.runAsNonRoot: true on the pod or the container")
+    return None
+
+
+def _limits(container: Mapping, spec: Mapping) -> str | None:
+    limits = dig(container, "resources", "limits") or {}
+    missing = [kind for kind in REQUIRED_LIMITS if not limits.get(kind)]
+    if missing:
+        return (f"container '{_name(container)}' has no {' or '.join(missing)} limit: "
+                "set resources.limits.cpu and resources.limits.memory")
+    return None
+
+
+def _by_digest(container: Mapping, spec: Mapping) -> str | None:
+    image = container.get("image") or ""
+    if not IMAGE_BY_DIGEST.search(image):
+        return (f"container '{_name(container)}' image '{image}' is not pinned by digest: "
+                "reference it as <repository>@sha256:<digest>")
+    return None
+
+
+def pods_run_as_non_root(resource_type: str, props: Mapping, stack: str) -> list[str]:
+    return _per_container(resource_type, props, _non_root)
 
 
 def containers_have_limits(resource_type: str, props: Mapping, stack: str) -> list[str]:
-    spec = pod_spec(resource_type, props)
-    if spec is None:
-        return []
-    violations = []
-    for container in containers(spec):
-        limits = dig(container, "resources", "limits") or {}
-        missing = [kind for kind in REQUIRED_LIMITS if not limits.get(kind)]
-        if missing:
-            violations.append(f"container '{_name(container)}' has no {' or '.join(missing)} limit: "
-                              "set resources.limits.cpu and resources.limits.memory")
-    return violations
+    return _per_container(resource_type, props, _limits)
 
 
 def images_by_digest(resource_type: str, props: Mapping, stack: str) -> list[str]:
-    spec = pod_spec(resource_type, props)
-    if spec is None:
-        return []
-    violations = []
-    for container in containers(spec):
-        image = container.get("image") or ""
-        if not IMAGE_BY_DIGEST.search(image):
-            violations.append(f"container '{_name(container)}' image '{image}' is not pinned by digest: "
-                              "reference it as <repository>@sha256:<digest>")
-    return violations
+    return _per_container(resource_type, props, _by_digest)
 
 
 def no_nodeport_in_prod(resource_type: str, props: Mapping, stack: str) -> list[str]:
