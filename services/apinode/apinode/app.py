@@ -8,6 +8,7 @@ import time
 import orjson
 
 from .auth import ApiKeys
+from .docs import DocsPages
 from .errors import (
     ApiError,
     MalformedRequest,
@@ -17,6 +18,7 @@ from .errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from .examples import with_examples
 from .handlers import LookupHandler, PredictionHandler
 from .metrics import Metrics
 from .openapi import openapi_document
@@ -72,7 +74,7 @@ class ApiNodeApp:
             self._routes[f"{base}{name}/predict-multi"] = _Route(
                 handler.many, f"{name}/predict-multi", handler.tables
             )
-        self._swagger = orjson.dumps(openapi_document(definition))
+        self._swagger = orjson.dumps(with_examples(openapi_document(definition), definition))
         self._gets = {
             "/isAlive": self._alive,
             "/healthz": self._alive,
@@ -80,6 +82,8 @@ class ApiNodeApp:
             "/metrics": self._metrics,
             f"{base}swagger": self._openapi,
         }
+        self.docs = DocsPages(definition, self.runtime, settings.env)
+        self._gets.update(self.docs.routes(base, _send_page))
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
@@ -250,6 +254,10 @@ async def _send(send, status: int, body: bytes, content_type: bytes = b"applicat
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_page(send, status: int, body: bytes, content_type: bytes, extra: list) -> None:
+    await _send(send, status, body, content_type=content_type, extra=[(b"x-content-type-options", b"nosniff"), *extra])
 
 
 def create_app(settings: Settings) -> ApiNodeApp:

@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             f"\ncustomer-features  http://{HOST}:{args.features_port}  (lookups: demographics, behavior)\n"
             f"customer-scoring   http://{HOST}:{args.scoring_port}  (high-spender, enriching through "
             f"customer-features)\n\nTry:\n  {curl}\n\n(HTTP {status}) {answer.decode(errors='replace')}\n\n"
+            f"Docs (try it with the key {key!r} as the username, blank password):\n"
+            f"  http://{HOST}:{args.features_port}/public/api/v1/customer-features/docs\n"
+            f"  http://{HOST}:{args.scoring_port}/public/api/v1/customer-scoring/docs\n\n"
             "Ctrl-C stops both.",
             flush=True,
         )
