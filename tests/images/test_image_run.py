@@ -95,6 +95,18 @@ def test_a_wrong_api_key_is_refused(containers):
     assert answer.json()["errorType"]
 
 
+@pytest.mark.parametrize("name", ["customer-features", "customer-scoring"])
+def test_docs_are_served_from_the_image_with_its_assets(containers, name):
+    """The image keeps the Swagger UI files the docs page loads (the Dockerfile prunes the rest)."""
+    base = f"{containers[name].url}/public/api/v1/{name}"
+    with httpx.Client(trust_env=False, timeout=5) as http:
+        page = http.get(f"{base}/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text, page.text[:300]
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "docs.js"):
+            assert http.get(f"{base}/docs/assets/{asset}").status_code == 200, asset
+        assert http.get(f"{base}/product").status_code == 200
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_root_filesystem_is_read_only_to_the_server(docker, containers, service):
     # The server runs and answers (tests above) although nothing but /tmp is writable.
