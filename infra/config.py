@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from infra import config_cluster
 from infra.settings import (
     AutoscalingSettings,
     ClusterSettings,
@@ -32,7 +33,7 @@ from infra.settings import (
 
 PROJECT = "data-mesh"
 SERVICE_IDS = ("customer-features", "customer-scoring")
-KUBERNETES_VERSIONS = ("1.30", "1.31", "1.32", "1.33")
+KUBERNETES_VERSIONS = tuple(config_cluster.ADDON_VERSIONS)
 EXPOSURE_TYPES = ("NodePort", "LoadBalancer", "Ingress")
 SOURCES = ("bundled", "sql")
 SQL_MODES = ("cached", "live")
@@ -50,6 +51,7 @@ KNOWN_KEYS = {
     "vpcCidr", "availabilityZones", "natGateways", "kubernetesVersion", "nodeGroup",
     "clusterAdminRoleArns", "publicEndpointCidrs", "ecr", "namespace", "exposure",
     "database", "databasePassword", "services", "tags", "sourceRepository",
+    "apiAccess", "protect", "clusterLogRetentionDays",
     *(api_key_config_key(service_id) for service_id in SERVICE_IDS),
 }
 SECRET_KEYS = {"databasePassword", *(k for k in KNOWN_KEYS if k.endswith("ApiKey"))}
@@ -249,7 +251,7 @@ def _service(reader: _Reader, service_id: str, secrets: Mapping[str, Secret | No
 
 
 def _database(reader: _Reader, password: Secret | None, stack: str) -> DatabaseSettings:
-    reader.only({"host", "port", "name", "user", "sslMode", "cidr"})
+    reader.only({"host", "port", "name", "user", "sslMode", "cidr", "caBundleFile"})
     if password is None:
         raise ConfigError(
             f"config key '{PROJECT}:databasePassword': is required because a service reads from SQL. "
@@ -257,15 +259,18 @@ def _database(reader: _Reader, password: Secret | None, stack: str) -> DatabaseS
         )
     cidr = reader.string("cidr", "10.30.0.0/24")
     reader.cidr_value("cidr", cidr, "10.30.0.0/24")
+    # verify-full: the server's certificate must chain to caBundleFile and name the host we dialled.
+    ssl_mode = reader.string("sslMode", "verify-full", default="verify-full",
+                             choices=("verify-full", "verify-ca", "require", "prefer", "disable"))
     return DatabaseSettings(
         host=reader.string("host", "features.example.internal"),
         port=reader.integer("port", "5432", default=5432, low=1, high=65535),
         name=reader.string("name", "features"),
         user=reader.string("user", "features_reader"),
-        ssl_mode=reader.string("sslMode", "require", default="require",
-                               choices=("require", "verify-ca", "verify-full", "prefer", "disable")),
+        ssl_mode=ssl_mode,
         cidr=cidr,
         password=password,
+        ca_bundle=config_cluster.database_ca_bundle(reader, ssl_mode),
     )
 
 
@@ -318,18 +323,23 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         raise nodes.fail("desiredSize", f"must lie between minSize ({node_group.min_size}) and maxSize "
                          f"({node_group.max_size}), got {node_group.desired_size}", str(node_group.min_size))
 
-    version = top.string("kubernetesVersion", "1.31", choices=KUBERNETES_VERSIONS)
+    version = config_cluster.kubernetes_version(top)
     admin_arns = top.strings("clusterAdminRoleArns", "'[\"arn:aws:iam::123456789012:role/platform-admin\"]'",
                              default=[])
     for arn in admin_arns:
         if not _ROLE_ARN.match(arn):
             raise top.fail("clusterAdminRoleArns", f"'{arn}' is not an IAM role ARN",
                            "'[\"arn:aws:iam::123456789012:role/platform-admin\"]'")
+    public_cidrs = top.cidrs("publicEndpointCidrs", "'[\"203.0.113.0/24\"]'", default=[])
+    api_cidrs, api_groups = config_cluster.api_access(top, public_cidrs)
     cluster = ClusterSettings(
         kubernetes_version=version,
         admin_role_arns=admin_arns,
-        public_endpoint_cidrs=top.cidrs("publicEndpointCidrs", "'[\"203.0.113.0/24\"]'", default=[]),
+        public_endpoint_cidrs=public_cidrs,
         node_group=node_group,
+        api_private_cidrs=api_cidrs,
+        api_security_group_ids=api_groups,
+        log_retention_days=config_cluster.log_retention_days(top),
     )
 
     ecr = top.child("ecr", "'{\"immutableTags\": true}'", default={})
@@ -395,6 +405,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         database=database,
         services=services,
         source_repository=source_repository,
+        protect=config_cluster.protect(top),
     )
 
 

@@ -18,6 +18,7 @@ import asyncio
 import contextvars
 import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,11 @@ DUMMY_SECRETS = {
     "data-mesh:customerFeaturesApiKey": "mock-features-api-key",
     "data-mesh:customerScoringApiKey": "mock-scoring-api-key",
 }
+# The principal running `pulumi up` per stack (the CI deploy role of docs/cicd.md, as an STS session).
+def deploy_session_arn(stack: str) -> str:
+    return f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/deploy-{stack}/pulumi-up"
+
+
 # Secrets each committed stack needs for `pulumi up`; tests may pass more or fewer.
 REQUIRED_SECRETS = {"dev": (), "prod": ("data-mesh:databasePassword",)}
 
@@ -193,8 +199,9 @@ def _kubeconfig(cluster_name: str, region: str) -> dict[str, Any]:
 class ProgramMocks:
     """Explicit mocks: canned outputs per resource type and answers to the invokes the program makes."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, caller_arn: str) -> None:
         self.region = region
+        self.caller_arn = caller_arn
         self.invocations: list[Invocation] = []
 
     # Resource outputs that are computed by the cloud and that the program reads.
@@ -253,8 +260,8 @@ class ProgramMocks:
                 "password": "mock-ecr-password", "expiresAt": "2030-01-01T00:00:00Z",
                 "proxyEndpoint": f"https://{account}.dkr.ecr.{region}.amazonaws.com", "id": region},
             "aws:index/getCallerIdentity:getCallerIdentity": lambda: {
-                "accountId": account, "arn": f"arn:aws:iam::{account}:user/mock", "userId": "AIDMOCK",
-                "id": account},
+                "accountId": account, "arn": self.caller_arn, "userId": "AROAMOCK:pulumi-up", "id": account},
+            "aws:iam/getSessionContext:getSessionContext": lambda: _session_context(str(args.args["arn"])),
             "aws:index/getRegion:getRegion": lambda: {"name": region, "region": region, "id": region,
                                                       "description": region},
             "aws:index/getPartition:getPartition": lambda: {"partition": "aws", "dnsSuffix": "amazonaws.com",
@@ -263,6 +270,16 @@ class ProgramMocks:
         answer = answers.get(token)
         self.invocations.append(Invocation(token, dict(args.args), answer is not None))
         return answer() if answer else {}
+
+
+def _session_context(arn: str) -> dict[str, Any]:
+    """What IAM answers for an ARN: an assumed-role session maps to its role, anything else to itself."""
+    match = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/(.+)/([^/]+)$", arn)
+    if not match:
+        return {"arn": arn, "issuerArn": arn, "issuerId": "", "issuerName": "", "sessionName": "", "id": arn}
+    partition, account, role, session = match.groups()
+    return {"arn": arn, "issuerArn": f"arn:{partition}:iam::{account}:role/{role}", "issuerId": "AROAMOCK",
+            "issuerName": role.rsplit("/", 1)[-1], "sessionName": session, "id": arn}
 
 
 def _strip_refs(value: Any) -> None:
@@ -364,10 +381,15 @@ def run_program(
     secret_keys: frozenset[str] | set[str] = frozenset(),
     program: Callable[[], None] | None = None,
     preview: bool = False,
+    caller_arn: str | None = None,
 ) -> StackRun:
-    """Run ``program`` (default: ``deploy(settings_from_pulumi())``) under mocks with exactly this config."""
+    """Run ``program`` (default: ``deploy(settings_from_pulumi())``) under mocks with exactly this config.
+
+    ``caller_arn`` is who ``get_caller_identity`` says runs the program (default: the stack's deploy role).
+    """
     context = contextvars.Context()  # empty: fresh Pulumi settings, config and root stack
-    return context.run(_run, stack, dict(config), frozenset(secret_keys), program, preview)
+    return context.run(_run, stack, dict(config), frozenset(secret_keys), program, preview,
+                       caller_arn or deploy_session_arn(stack))
 
 
 def run_stack(
@@ -375,6 +397,7 @@ def run_stack(
     overrides: Mapping[str, str | None] | None = None,
     secrets: Mapping[str, str] | None = None,
     preview: bool = False,
+    caller_arn: str | None = None,
 ) -> StackRun:
     """Run the program for a committed stack file under mocks.
 
@@ -387,11 +410,11 @@ def run_stack(
     if secrets is None:
         secrets = {key: DUMMY_SECRETS[key] for key in REQUIRED_SECRETS.get(stack, ())}
     config.update(secrets)
-    return run_program(stack, config, frozenset(secrets), preview=preview)
+    return run_program(stack, config, frozenset(secrets), preview=preview, caller_arn=caller_arn)
 
 
 def _run(stack: str, config: dict[str, str], secret_keys: frozenset[str],
-         program: Callable[[], None] | None, preview: bool) -> StackRun:
+         program: Callable[[], None] | None, preview: bool, caller_arn: str) -> StackRun:
     import pulumi
     from pulumi.runtime import config as runtime_config
     from pulumi.runtime import settings as runtime_settings
@@ -402,7 +425,7 @@ def _run(stack: str, config: dict[str, str], secret_keys: frozenset[str],
 
     # A fresh loop per run: an earlier asyncio.run() in the same process leaves none (or a closed one).
     asyncio.set_event_loop(asyncio.new_event_loop())
-    mocks = ProgramMocks(region=config.get("aws:region", "eu-west-1"))
+    mocks = ProgramMocks(region=config.get("aws:region", "eu-west-1"), caller_arn=caller_arn)
     recorder = _RecordingMonitor(mocks)
     runtime_config.set_all_config(dict(config), sorted(secret_keys))
     runtime_settings.set_root_resource(None)  # type: ignore[arg-type]

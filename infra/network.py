@@ -38,6 +38,20 @@ def elb_tags(cluster_name: str, public: bool) -> dict[str, str]:
     return {role: "1", f"kubernetes.io/cluster/{cluster_name}": "shared"}
 
 
+def flow_log_trust_policy(account_id: str, region: str) -> str:
+    """Only the flow-logs service, acting for a flow log of this account, may assume the role.
+
+    Without the conditions any account's flow log could be pointed at this role (the confused deputy);
+    the VPC user guide (flow-logs-iam-role) scopes the trust with aws:SourceAccount and aws:SourceArn.
+    """
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"}, "Action": "sts:AssumeRole",
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": account_id},
+            "ArnLike": {"aws:SourceArn": f"arn:aws:ec2:{region}:{account_id}:vpc-flow-log/*"},
+        }}]})
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetworkArgs:
     """What the network needs: the stack settings and the name of the cluster that will use it."""
@@ -164,9 +178,9 @@ class Network(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-flow-logs",
             name=f"{settings.name}-vpc-flow-logs",
-            assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                "Action": "sts:AssumeRole"}]}),
+            assume_role_policy=aws.get_caller_identity_output(
+                opts=pulumi.InvokeOutputOptions(parent=self)).account_id.apply(
+                lambda account: flow_log_trust_policy(account, settings.region)),
             tags=tags("flow-logs"),
             opts=child,
         )

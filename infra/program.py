@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
+from infra.access import deploying_principal, refuse_deployer_as_listed_admin
 from infra.cluster import Cluster, ClusterArgs, cluster_name
 from infra.config import ConfigError, settings_from_pulumi
 from infra.image import ServiceImage, ServiceImageArgs
@@ -16,6 +17,7 @@ from infra.workload import NODE_PORTS
 
 def deploy(settings: StackSettings) -> None:
     """Declare every resource of one stack and export what operators and CI need."""
+    refuse_deployer_as_listed_admin(settings, deploying_principal())
     network = Network("network", NetworkArgs(settings=settings, cluster_name=cluster_name(settings)))
     cluster = Cluster("cluster", ClusterArgs(
         settings=settings,
@@ -47,7 +49,7 @@ def deploy(settings: StackSettings) -> None:
 
     mesh = ServiceMesh("mesh", ServiceMeshArgs(
         settings=settings, image_refs=image_refs, vpc_cidr=settings.network.cidr,
-    ), opts=pulumi.ResourceOptions(provider=cluster.provider))
+    ), opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=cluster.workload_dependencies))
     pulumi.export("serviceEndpoints", mesh.endpoints)
     pulumi.export("apiKeys", pulumi.Output.secret(mesh.api_keys))
 
@@ -56,6 +58,6 @@ def main() -> None:
     """Entry point of ``__main__.py``: a config mistake ends the run with one message, no traceback."""
     try:
         settings = settings_from_pulumi()
+        deploy(settings)
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
-    deploy(settings)

@@ -59,7 +59,8 @@ class Registry(pulumi.ComponentResource):
                 encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")],
                 force_delete=registry.force_delete,
                 tags={**settings.tags, "service": service.id},
-                opts=child,
+                # prod: `pulumi destroy` or a replacement must not take the images (and rollbacks) with it.
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=settings.protect)),
             )
             aws.ecr.LifecyclePolicy(f"{name}-{service.id}", repository=repository.name,
                                     policy=lifecycle_policy(registry.keep_images), opts=child)

@@ -57,6 +57,10 @@ class ClusterSettings:
     admin_role_arns: tuple[str, ...]
     public_endpoint_cidrs: tuple[str, ...]  # empty: private endpoint only
     node_group: NodeGroupSettings
+    # Admitted on tcp/443 to the cluster security group (the private endpoint): CIDRs and security groups.
+    api_private_cidrs: tuple[str, ...] = ()
+    api_security_group_ids: tuple[str, ...] = ()
+    log_retention_days: int = 90  # the control-plane log group /aws/eks/<cluster>/cluster
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +94,7 @@ class DatabaseSettings:
     ssl_mode: str
     cidr: str
     password: Secret
+    ca_bundle: str | None = None  # PEM the server certificate is verified against (verify-ca, verify-full)
 
     def url_without_password(self) -> str:
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{self.name}?sslmode={self.ssl_mode}"
@@ -151,6 +156,7 @@ class StackSettings:
     database: DatabaseSettings | None
     services: tuple[ServiceSettings, ...]
     source_repository: str | None = None  # the images' org.opencontainers.image.source label
+    protect: bool = False  # cluster, KMS key and ECR repositories refuse deletion
 
     @property
     def name(self) -> str:

@@ -25,6 +25,9 @@ SECRETS_DIR = "/var/run/secrets/apinode"
 API_KEYS = "api-keys"
 FEATURES_API_KEY = "features-api-key"
 DATABASE_PASSWORD = "database-password"
+# The database's CA bundle (not secret: a ConfigMap), the sslrootcert libpq verifies the server against.
+DATABASE_CA_DIR = "/etc/apinode/database-ca"
+DATABASE_CA_KEY = "ca.crt"
 # Fixed node ports mirror the local ports (scoring 8080, features 8081) so clients can rely on them.
 NODE_PORTS = {"customer-scoring": 30080, "customer-features": 30081}
 PRE_STOP_SECONDS = 5  # long enough for endpoints and load balancers to stop sending new requests
@@ -93,7 +96,7 @@ def probes() -> dict[str, Any]:
 
 
 def pod_spec(*, service: ServiceSettings, image: pulumi.Input[str], config_map: str, secret: str,
-             has_upstream: bool) -> dict[str, Any]:
+             has_upstream: bool, database_ca: str | None = None) -> dict[str, Any]:
     """The pod: restricted, read-only, probed, draining on shutdown, spread across zones when HA."""
     env: list[dict[str, Any]] = []
     if service.source == "sql":
@@ -142,6 +145,10 @@ def pod_spec(*, service: ServiceSettings, image: pulumi.Input[str], config_map: 
             {"name": "secrets", "secret": {"secretName": secret, "items": secret_files, "defaultMode": 0o440}},
         ],
     }
+    if database_ca is not None:
+        container["volumeMounts"].append({"name": "database-ca", "mountPath": DATABASE_CA_DIR, "readOnly": True})
+        spec["volumes"].append({"name": "database-ca", "configMap": {
+            "name": database_ca, "items": [{"key": DATABASE_CA_KEY, "path": DATABASE_CA_KEY}], "defaultMode": 0o444}})
     if service.highly_available:
         pods = {"matchLabels": selector_labels(service.id)}
         spec["topologySpreadConstraints"] = [
@@ -295,13 +302,22 @@ class Workload(pulumi.ComponentResource):
         # so it cannot be reversed to any of them; it changes when any secret is rotated.
         secrets_checksum = pulumi.Output.unsecret(pulumi.Output.all(*secret_values.values()).apply(
             lambda values: hashlib.sha256("\0".join(values).encode()).hexdigest()))
+        pod_inputs: list[pulumi.Resource] = [account, config, secret]
+        database_ca = None
+        if service.source == "sql" and args.database is not None and args.database.ca_bundle is not None:
+            database_ca = f"{sid}-database-ca"
+            pod_inputs.append(k8s.core.v1.ConfigMap(
+                f"{name}-database-ca", metadata=meta(database_ca),
+                data={DATABASE_CA_KEY: args.database.ca_bundle}, opts=child))
+            # A new CA bundle rolls the pods too (libpq reads it per connection, the pool keeps old ones).
+            checksum = hashlib.sha256((checksum + args.database.ca_bundle).encode()).hexdigest()
         pod = pod_spec(service=service, image=args.image, config_map=f"{sid}-config", secret=f"{sid}-secrets",
-                       has_upstream=args.upstream is not None)
+                       has_upstream=args.upstream is not None, database_ca=database_ca)
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=meta(sid),
             spec=deployment_spec(service=service, labels=labels, pod=pod, config_checksum=checksum,
                                  secrets_checksum=secrets_checksum),
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[account, config, secret])))
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=pod_inputs)))
 
         spec, annotations = service_spec(service, args.exposure)
         k8s_service = k8s.core.v1.Service(f"{name}-service", metadata=meta(sid, annotations), spec=spec,
