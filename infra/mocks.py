@@ -18,7 +18,6 @@ import asyncio
 import contextvars
 import hashlib
 import json
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,9 @@ from typing import Any, Callable, Mapping
 
 from google.protobuf import json_format
 
+from infra.mock_cloud import ACCOUNT_ID, deploy_session_arn, kubeconfig as _kubeconfig, session_context
+
 ROOT = Path(__file__).resolve().parent.parent
-ACCOUNT_ID = "123456789012"
 
 # Dummy values for the secrets the README tells operators to set. The database password only
 # matters for stacks with a SQL source; the API keys are optional (generated when unset).
@@ -36,11 +36,6 @@ DUMMY_SECRETS = {
     "data-mesh:customerFeaturesApiKey": "mock-features-api-key",
     "data-mesh:customerScoringApiKey": "mock-scoring-api-key",
 }
-# The principal running `pulumi up` per stack (the CI deploy role of docs/cicd.md, as an STS session).
-def deploy_session_arn(stack: str) -> str:
-    return f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/deploy-{stack}/pulumi-up"
-
-
 # Secrets each committed stack needs for `pulumi up`; tests may pass more or fewer.
 REQUIRED_SECRETS = {"dev": (), "prod": ("data-mesh:databasePassword",)}
 
@@ -181,21 +176,6 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _kubeconfig(cluster_name: str, region: str) -> dict[str, Any]:
-    server = f"https://{_digest(cluster_name)[:32].upper()}.gr7.{region}.eks.amazonaws.com"
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": cluster_name, "cluster": {"server": server,
-                                                         "certificate-authority-data": "bW9jaw=="}}],
-        "contexts": [{"name": "aws", "context": {"cluster": cluster_name, "user": "aws"}}],
-        "current-context": "aws",
-        "users": [{"name": "aws", "user": {"exec": {
-            "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
-            "args": ["eks", "get-token", "--cluster-name", cluster_name]}}}],
-    }
-
-
 class ProgramMocks:
     """Explicit mocks: canned outputs per resource type and answers to the invokes the program makes."""
 
@@ -261,7 +241,7 @@ class ProgramMocks:
                 "proxyEndpoint": f"https://{account}.dkr.ecr.{region}.amazonaws.com", "id": region},
             "aws:index/getCallerIdentity:getCallerIdentity": lambda: {
                 "accountId": account, "arn": self.caller_arn, "userId": "AROAMOCK:pulumi-up", "id": account},
-            "aws:iam/getSessionContext:getSessionContext": lambda: _session_context(str(args.args["arn"])),
+            "aws:iam/getSessionContext:getSessionContext": lambda: session_context(str(args.args["arn"])),
             "aws:index/getRegion:getRegion": lambda: {"name": region, "region": region, "id": region,
                                                       "description": region},
             "aws:index/getPartition:getPartition": lambda: {"partition": "aws", "dnsSuffix": "amazonaws.com",
@@ -270,16 +250,6 @@ class ProgramMocks:
         answer = answers.get(token)
         self.invocations.append(Invocation(token, dict(args.args), answer is not None))
         return answer() if answer else {}
-
-
-def _session_context(arn: str) -> dict[str, Any]:
-    """What IAM answers for an ARN: an assumed-role session maps to its role, anything else to itself."""
-    match = re.match(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/(.+)/([^/]+)$", arn)
-    if not match:
-        return {"arn": arn, "issuerArn": arn, "issuerId": "", "issuerName": "", "sessionName": "", "id": arn}
-    partition, account, role, session = match.groups()
-    return {"arn": arn, "issuerArn": f"arn:{partition}:iam::{account}:role/{role}", "issuerId": "AROAMOCK",
-            "issuerName": role.rsplit("/", 1)[-1], "sessionName": session, "id": arn}
 
 
 def _strip_refs(value: Any) -> None:

@@ -60,9 +60,12 @@ def config_data(service: ServiceSettings, database: DatabaseSettings | None,
     if service.source == "sql":
         if database is None:
             raise ValueError(f"{service.id} reads from SQL but no database settings were given")
+        url = database.url_without_password()
+        if database.ca_bundle is not None:
+            url += f"&sslrootcert={DATABASE_CA_DIR}/{DATABASE_CA_KEY}"  # libpq verifies the server against it
         data.update({
             "APINODE_SOURCE": "sql",
-            "APINODE_SQL_URL": database.url_without_password(),
+            "APINODE_SQL_URL": url,
             "APINODE_SQL_MODE": service.sql_mode,
             "APINODE_SQL_REFRESH_SECONDS": str(service.refresh_seconds),
         })

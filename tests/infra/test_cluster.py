@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from infra.cluster import CLUSTER_ADMIN_POLICY
 from infra.mocks import StackRun
 
 CLUSTER = "eks:index:Cluster"
 NODES = "eks:index:ManagedNodeGroup"
 EXPECTED = {
-    "dev": {"admins": ["arn:aws:iam::123456789012:role/platform-admin"], "public_cidrs": ["203.0.113.0/24"],
+    "dev": {"admins": ["arn:aws:iam::123456789012:role/platform-admin"],
+            "public_cidrs": ["203.0.113.0/24", "198.51.100.16/28"],
             "instance_types": ["t3.large"], "scaling": {"minSize": 1, "desiredSize": 1, "maxSize": 2}, "disk": 30},
-    "prod": {"admins": ["arn:aws:iam::123456789012:role/platform-admin", "arn:aws:iam::123456789012:role/deploy-prod"],
+    "prod": {"admins": ["arn:aws:iam::123456789012:role/platform-admin"],
              "public_cidrs": [], "instance_types": ["m6i.large", "m5.large"],
              "scaling": {"minSize": 2, "desiredSize": 3, "maxSize": 6}, "disk": 50},
 }
@@ -18,7 +21,7 @@ EXPECTED = {
 
 def test_cluster_version_network_and_no_default_node_group(stack_run: StackRun) -> None:
     cluster = stack_run.one(CLUSTER)
-    assert cluster.inputs["version"] == "1.31"
+    assert cluster.inputs["version"] == "1.35"
     assert cluster.inputs["name"] == f"data-mesh-{stack_run.stack}"
     assert cluster.inputs["vpcId"] == "network-vpc-id"
     zones = 2 if stack_run.stack == "dev" else 3
@@ -58,7 +61,8 @@ def test_endpoint_private_always_public_only_for_listed_cidrs(stack_run: StackRu
 
 
 def test_vpc_cni_network_policy_agent_is_enabled(stack_run: StackRun) -> None:
-    assert stack_run.one(CLUSTER).inputs["vpcCniOptions"]["enableNetworkPolicy"] is True
+    vpc_cni = stack_run.one("aws:eks/addon:Addon", "cluster-addons-vpc-cni")
+    assert json.loads(vpc_cni.inputs["configurationValues"])["enableNetworkPolicy"] == "true"
 
 
 def test_node_group_in_private_subnets_with_stack_sizes(stack_run: StackRun) -> None:

@@ -84,7 +84,7 @@ RULES = [
     ("bad-capacity-type", "dev", _set(f"{P}nodeGroup.capacityType", "SPOTT"), f"{P}nodeGroup.capacityType",
      ["did you mean 'SPOT'"]),
     ("bad-kubernetes-version", "dev", _set(f"{P}kubernetesVersion", "1.13"), f"{P}kubernetesVersion",
-     ["must be one of 1.30, 1.31"]),
+     ["not a Kubernetes version this program supports", "1.35", "extended support"]),
     ("bad-nat-layout", "dev", _set(f"{P}natGateways", "per-zone"), f"{P}natGateways", ["single, per-az"]),
     ("bad-role-arn", "dev", _set(f"{P}clusterAdminRoleArns", ["arn:aws:iam::123:user/bob"]),
      f"{P}clusterAdminRoleArns", ["not an IAM role ARN"]),

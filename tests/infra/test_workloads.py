@@ -175,7 +175,8 @@ def test_prod_database_password_only_by_secret_reference() -> None:
     config = of_kind("prod", "ConfigMap")["customer-features-config"]["data"]
     assert config["APINODE_SOURCE"] == "sql"
     assert config["APINODE_SQL_URL"] == "postgresql+psycopg://features_reader@features-db.prod.internal:5432/" \
-                                        "features?sslmode=require"
+                                        "features?sslmode=verify-full" \
+                                            "&sslrootcert=/etc/apinode/database-ca/ca.crt"
     assert "env" not in container("dev", "customer-features"), "dev reads bundled data: no password at all"
 
 
