@@ -83,6 +83,7 @@ class Captured:
     inputs: dict[str, Any]
     secret_inputs: frozenset[str]  # top-level input keys whose value is (or contains) a secret
     dependencies: tuple[str, ...] = ()
+    protect: bool = False  # the `protect` resource option: `pulumi destroy` and replacements refuse it
 
     def get(self, path: str, default: Any = None) -> Any:
         """Dotted lookup into the inputs: ``res.get("metadata.name")``."""
@@ -324,6 +325,7 @@ class _RecordingMonitor:
             custom=bool(request.custom) if custom is None else custom,
             inputs=inputs, secret_inputs=secrets,
             dependencies=tuple(getattr(request, "dependencies", ()) or ()),
+            protect=bool(getattr(request, "protect", False)),
         )
         with self._lock:
             self.captured.append(entry)
