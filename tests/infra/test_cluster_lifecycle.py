@@ -67,10 +67,13 @@ def test_caller_lookup_is_answered_and_the_deployer_gets_no_entry_of_its_own(pro
     assert f"{ROLE}/deploy-prod" not in principals and principals == [f"{ROLE}/platform-admin"]
 
 
-def test_a_human_session_of_an_unlisted_role_deploys_normally() -> None:
-    """get_session_context maps arn:aws:sts::...:assumed-role/<role>/<session> to the role's IAM ARN."""
-    run = run_stack("dev", caller_arn=f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/breakglass/alice")
-    assert run.of_type(CLUSTER)
+def test_an_assumed_role_session_is_matched_by_its_role_not_its_sts_arn() -> None:
+    """get_caller_identity says arn:aws:sts::<account>:assumed-role/<role>/<session>, never the role's
+    IAM ARN; only iam.get_session_context's issuerArn can be compared with the listed roles."""
+    with pytest.raises(ConfigError) as caught:
+        run_stack("dev", caller_arn=f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/platform-admin/alice")
+    assert f"lists {ROLE}/platform-admin," in str(caught.value)
+    assert run_stack("dev", caller_arn=f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/breakglass/alice").of_type(CLUSTER)
 
 
 def test_reordering_admin_roles_replaces_no_access_entry() -> None:
