@@ -10,12 +10,11 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from infra.access import CLUSTER_ADMIN_POLICY, admin_access_entries
+from infra.access import admin_access_entries
 from infra.addons import ClusterAddons, ClusterAddonsArgs
 from infra.settings import StackSettings
 
 CONTROL_PLANE_LOGS = ("api", "audit", "authenticator", "controllerManager", "scheduler")
-__all__ = ["CLUSTER_ADMIN_POLICY", "Cluster", "ClusterArgs", "cluster_name", "control_plane_log_group"]
 NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from infra.cluster import CLUSTER_ADMIN_POLICY
+from infra.access import CLUSTER_ADMIN_POLICY
 from infra.mocks import StackRun
 
 CLUSTER = "eks:index:Cluster"
