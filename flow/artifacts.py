@@ -26,7 +26,8 @@ BUNDLE_NAMES = ("demographics.npz", "behavior.npz")
 def artifact_paths() -> list[Path]:
     """Every file ``python -m flow all`` writes, relative to the repository root."""
     bundles = [folder / name for folder in (FEATURES_DATA, SCORING_DATA) for name in BUNDLE_NAMES]
-    return bundles + [SCORING_MODEL / f"{MODEL_NAME}.onnx", SCORING_MODEL / f"{MODEL_NAME}.json"]
+    model = [SCORING_MODEL / f"{MODEL_NAME}.{suffix}" for suffix in ("onnx", "json", "reference.json")]
+    return bundles + model
 
 
 def write_bundles(population: Population, out: Path) -> list[Path]:
@@ -57,5 +58,7 @@ def write_all(population: Population, model: TrainedModel, root: Path) -> list[P
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / f"{MODEL_NAME}.onnx").write_bytes(model.onnx_bytes)
     (model_dir / f"{MODEL_NAME}.json").write_text(model_card_text(model.card), encoding="utf-8")
-    written += [model_dir / f"{MODEL_NAME}.onnx", model_dir / f"{MODEL_NAME}.json"]
+    reference_text = model_card_text(model.reference)
+    (model_dir / f"{MODEL_NAME}.reference.json").write_text(reference_text, encoding="utf-8")
+    written += [model_dir / f"{MODEL_NAME}.{suffix}" for suffix in ("onnx", "json", "reference.json")]
     return written

@@ -22,6 +22,7 @@ from flow.behavior import HIGH_SPENDER_THRESHOLD
 from flow.constants import MODEL_NAME
 from flow.features import FEATURES, NUMERIC_FEATURES, STRING_FEATURES, as_table, model_inputs
 from flow.population import Population
+from flow.reference import reference
 
 MODEL_VERSION = "1.0.0"
 TARGET = "high_spender"
@@ -40,10 +41,11 @@ BOOSTING_PARAMS = {
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """The serialized ONNX graph and its card (the JSON written beside it)."""
+    """The serialized ONNX graph, its card and its reference (the JSON files written beside it)."""
 
     onnx_bytes: bytes
     card: dict
+    reference: dict
 
 
 def split_rows(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +104,8 @@ def train(population: Population, seed: int = c.SEED) -> TrainedModel:
         pipeline.fit(as_table(inputs)[fit_rows], target[fit_rows])
     model = to_onnx(pipeline)
     onnx_bytes = model.SerializeToString()
-    scores = onnx_probabilities(onnx_bytes, {name: column[holdout] for name, column in inputs.items()})
+    holdout_inputs = {name: column[holdout] for name, column in inputs.items()}
+    scores = onnx_probabilities(onnx_bytes, holdout_inputs)
     card = {
         "name": MODEL_NAME,
         "version": MODEL_VERSION,
@@ -131,4 +134,4 @@ def train(population: Population, seed: int = c.SEED) -> TrainedModel:
             "skl2onnx": skl2onnx.__version__,
         },
     }
-    return TrainedModel(onnx_bytes, card)
+    return TrainedModel(onnx_bytes, card, reference(scores, holdout_inputs, seed))
