@@ -129,6 +129,41 @@ def tiny_model(path: Path) -> None:
     path.with_suffix(".json").write_text(json.dumps(meta))
 
 
+def model_rows(demographics: dict, behavior: dict) -> dict[str, np.ndarray]:
+    """The tiny model's 11 inputs for the fixture customers, derived as the service derives them."""
+    import datetime as dt
+
+    from apinode.transforms import months_since, years_since
+
+    as_of = dt.date.fromisoformat(AS_OF)
+    numbers = {
+        "age": years_since(demographics["birthdate"], as_of),
+        "tenure_months": months_since(demographics["signup_date"], as_of),
+        **{name: behavior[name] for name in NUMERIC[2:]},
+    }
+    columns = {name: np.asarray(numbers[name], dtype=np.float32) for name in NUMERIC}
+    columns.update({name: np.asarray(demographics[name], dtype=str) for name in CATEGORICAL})
+    return columns
+
+
+def tiny_reference(model_path: Path, demographics: dict, behavior: dict) -> None:
+    """The reference flow/ writes, for the tiny model: score percentiles and 100 background rows."""
+    import onnxruntime
+
+    from flow.reference import background_rows, percentile_cuts
+
+    columns = model_rows(demographics, behavior)
+    session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    feed = {name: column.reshape(-1, 1) for name, column in columns.items()}
+    _, probabilities = session.run(["label", "probabilities"], feed)
+    reference = {
+        "positive_class": "1",
+        "proba_percentiles": percentile_cuts(probabilities[:, 1]),
+        "background": background_rows(feed, seed=11),
+    }
+    model_path.with_suffix(".reference.json").write_text(json.dumps(reference))
+
+
 def service_dir(root: Path, service: str, count: int = 500) -> Path:
     """A copy of services/<service>/service.yaml next to fixture data (and model, for scoring)."""
     target = root / service
@@ -140,4 +175,5 @@ def service_dir(root: Path, service: str, count: int = 500) -> Path:
     if service == "customer-scoring":
         (target / "model").mkdir(exist_ok=True)
         tiny_model(target / "model" / "high-spender.onnx")
+        tiny_reference(target / "model" / "high-spender.onnx", demographics, behavior)
     return target

@@ -97,8 +97,8 @@ def test_predict_multi_marks_unscorable_items_ignored(scoring_server):
         "results"
     ]
     assert results[0]["ignored"] is False and results[0]["prediction"] in ("0", "1")
-    assert results[1]["ignored"] is True
-    assert "C0999999" in results[1]["ignoreReason"] and results[1]["errorType"] == "RecordNotFound"
+    assert results[1]["ignored"] is True and results[1]["ignoreReason"] == "NO_LOOKUP_MATCH"
+    assert "C0999999" in results[1]["message"] and results[1]["errorType"] == "RecordNotFound"
 
 
 @pytest.mark.parametrize(
@@ -118,8 +118,7 @@ def test_predict_multi_marks_unscorable_items_ignored(scoring_server):
             "birthdate",
         ),
         ({"features": {"customer_id": "bob"}}, 400, "InvalidFeatures", "customer_id"),
-        ({"features": {"gender": "F"}}, 400, "MissingLookupKey", "customer_id"),
-        ({"features": {"customer_id": "C0999999"}}, 404, "RecordNotFound", "C0999999"),
+        ({"features": {}}, 400, "InvalidFeatures", "empty"),
         ({"features": "C0000005"}, 400, "MalformedRequest", "features"),
         ({"record": {}}, 400, "MalformedRequest", "features"),
         ([1, 2], 400, "MalformedRequest", "object"),
@@ -139,14 +138,25 @@ def test_malformed_json_is_400(scoring_server):
     assert_error(response, 400, "MalformedRequest", "JSON")
 
 
-def test_wrong_content_type_is_415(scoring_server):
+@pytest.mark.parametrize("content_type", ["application/xml", "multipart/form-data; boundary=x", "text/csv"])
+def test_wrong_content_type_is_415(scoring_server, content_type):
+    response = post(
+        scoring_server,
+        f"{SCORING}/high-spender/predict",
+        content=b'{"features": {"customer_id": "C0000005"}}',
+        headers={"content-type": content_type},
+    )
+    assert_error(response, 415, "UnsupportedMediaType", "application/json")
+
+
+def test_a_real_form_body_is_a_400_not_a_crash(scoring_server):
     response = post(
         scoring_server,
         f"{SCORING}/high-spender/predict",
         content=b"customer_id=C0000005",
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert_error(response, 415, "UnsupportedMediaType", "application/json")
+    assert_error(response, 400, "MalformedRequest", "JSON")
 
 
 def test_oversized_body_is_413(scoring_server):

@@ -73,8 +73,8 @@ def test_lookup_records(real_features):
 
 
 def test_client_sees_error_type_and_message(real_scoring):
-    with pytest.raises(DataikuException, match="RecordNotFound.*C9999999"):
-        client(real_scoring, "customer-scoring").predict_record("high-spender", {"customer_id": "C9999999"})
+    with pytest.raises(DataikuException, match="InvalidFeatures.*customer_id"):
+        client(real_scoring, "customer-scoring").predict_record("high-spender", {"customer_id": "C99"})
     with pytest.raises(DataikuException, match="Forbidden"):
         APINodeClient(real_scoring.url, "customer-scoring", api_key="nope").predict_record(
             "high-spender", {"customer_id": "C0000001"}

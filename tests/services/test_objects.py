@@ -128,7 +128,7 @@ def test_api_keys_basic_username_or_bearer():
             keys.check(wrong)
 
 
-def test_validator_normalises_and_explains():
+def test_strict_validator_normalises_and_explains():
     validate = FeatureValidator(
         [
             ColumnSpec("id", "string", pattern="^C[0-9]{7}$"),
@@ -136,7 +136,8 @@ def test_validator_normalises_and_explains():
             ColumnSpec("x", "number"),
             ColumnSpec("d", "date"),
             ColumnSpec("b", "boolean"),
-        ]
+        ],
+        strict=True,
     )
     clean = validate({"id": "C0000001", "n": 3.0, "x": 2, "d": "2020-02-29", "b": False}, "f")
     assert clean == {"id": "C0000001", "n": 3, "x": 2, "d": "2020-02-29", "b": False}

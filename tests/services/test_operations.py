@@ -24,14 +24,14 @@ def predict(server, customer_id="C0000003", timeout=10):
 
 def test_metrics_count_requests_errors_and_data_age(scoring_server):
     predict(scoring_server)
-    predict(scoring_server, "C0999999")
+    predict(scoring_server, "bob")
     text = httpx.get(scoring_server.url + "/metrics").text
     assert (
         'apinode_requests_total{endpoint="high-spender/predict",service="customer-scoring",status="200"}'
         in text
     )
     assert (
-        'apinode_errors_total{endpoint="high-spender/predict",error_type="RecordNotFound",service="customer-scoring"}'
+        'apinode_errors_total{endpoint="high-spender/predict",error_type="InvalidFeatures",service="customer-scoring"}'
         in text
     )
     assert 'apinode_request_duration_seconds_bucket{endpoint="high-spender/predict"' in text

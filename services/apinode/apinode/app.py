@@ -19,14 +19,17 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .examples import with_examples
-from .handlers import LookupHandler, PredictionHandler
+from .handlers import LookupHandler, PredictionHandler, Timing
 from .metrics import Metrics
 from .openapi import openapi_document
 from .runtime import Runtime
 from .settings import Settings
 
 log = logging.getLogger("apinode")
-_JSON = [(b"content-type", b"application/json")]
+# Dataiku's API node sends DSS-API-Version on every answer (doc.dataiku.com/dss/api/13/apinode-user);
+# the user API is version 1 (the /public/api/v1/ prefix).
+API_VERSION = [(b"dss-api-version", b"1")]
+_JSON = [(b"content-type", b"application/json"), *API_VERSION]
 _PREFIX = "/public/api/v1/"
 
 
@@ -44,9 +47,13 @@ class _Route:
         self.refreshing: tuple = ()  # its sources that can go stale, known once started
 
 
+# A JSON body under the form type is what `curl --data '{...}'` sends, as in Dataiku's own samples.
+_JSON_MEDIA = (b"application/json", b"application/x-www-form-urlencoded", b"text/plain", b"*/*", b"")
+
+
 def _json_content_type(value: bytes) -> bool:
     media = value.split(b";", 1)[0].strip().lower()
-    return media in (b"application/json", b"text/plain", b"*/*", b"") or media.endswith(b"+json")
+    return media in _JSON_MEDIA or media.endswith(b"+json")
 
 
 class ApiNodeApp:
@@ -97,7 +104,7 @@ class ApiNodeApp:
             await self._lifespan(receive, send)
 
     async def _api(self, route: _Route, scope, receive, send) -> None:
-        started = time.perf_counter()
+        started_ns = time.perf_counter_ns()
         headers = _JSON
         error_type = None
         try:
@@ -120,13 +127,14 @@ class ApiNodeApp:
                     "send the body as JSON (Content-Type: application/json)",
                 )
             body = await self._body(receive, length)
+            timing = Timing(started_ns, time.perf_counter_ns())
             try:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError as error:
                 raise MalformedRequest(
                     "the body is not valid JSON", f"the body is not valid JSON: {error}"
                 ) from None
-            answer = await route.call(parsed)
+            answer = await route.call(parsed, timing)
             if route.refreshing:
                 stale = [source.spec.name for source in route.refreshing if source.stale]
                 if stale:
@@ -139,7 +147,7 @@ class ApiNodeApp:
             elif status == 413:  # the rest of the body may still be coming: do not reuse
                 headers = _JSON + [(b"connection", b"close")]
         except _ClientGone:
-            self.metrics.observe(route.label, 499, time.perf_counter() - started, "ClientGone")
+            self.metrics.observe(route.label, 499, (time.perf_counter_ns() - started_ns) / 1e9, "ClientGone")
             return
         except Exception:
             # A bug: answer JSON anyway, and leave the stack trace in the log.
@@ -154,7 +162,7 @@ class ApiNodeApp:
             }
         )
         await send({"type": "http.response.body", "body": out})
-        self.metrics.observe(route.label, status, time.perf_counter() - started, error_type)
+        self.metrics.observe(route.label, status, (time.perf_counter_ns() - started_ns) / 1e9, error_type)
 
     async def _body(self, receive, length: bytes | None) -> bytes:
         limit = self._limits.max_body_bytes
@@ -251,7 +259,12 @@ class ApiNodeApp:
 
 
 async def _send(send, status: int, body: bytes, content_type: bytes = b"application/json", extra=()) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *API_VERSION,
+        *extra,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

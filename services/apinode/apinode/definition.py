@@ -71,12 +71,18 @@ class RemoteSpec:
 
 @dataclass(frozen=True)
 class LookupEndpoint:
-    """A lookup endpoint: rows of a table by key."""
+    """A lookup endpoint: rows of one table, or of several joined on the same key (Dataiku's
+    dataset lookup can look up in several datasets at once)."""
 
     name: str
-    table: str
+    tables: tuple[str, ...]
     on_not_found: str
     on_several: str
+    strict_types: bool = False
+
+    @property
+    def table(self) -> str:
+        return self.tables[0]
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,21 @@ class PreprocessStep:
     as_of: dt.date
 
 
+EXPLANATION_METHODS = ("ICE", "SHAPLEY")
+MONTE_CARLO_STEPS = (25, 1000)  # the range dataikuapi documents for n_explanations_mc_steps
+
+
+@dataclass(frozen=True)
+class ExplanationSettings:
+    """An endpoint's explanation defaults (a request's ``explanations`` object overrides them)."""
+
+    enabled: bool = False
+    method: str = "ICE"
+    n_explanations: int = 3
+    n_monte_carlo_steps: int = 100
+    max_rows: int = 250_000  # model rows one request may cost (413 beyond)
+
+
 @dataclass(frozen=True)
 class PredictionEndpoint:
     """A prediction endpoint: an ONNX model, its request schema, enrichment and preprocessing."""
@@ -116,6 +137,9 @@ class PredictionEndpoint:
     lookups: tuple[EnrichmentLookup, ...]
     allow_missing_features: bool
     outputs: tuple[str, str]
+    strict_types: bool = False
+    explanations: ExplanationSettings = field(default_factory=ExplanationSettings)
+    reference: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -252,3 +276,23 @@ def _table(root: Path, name: str, reader: _Reader) -> TableSpec:
 
 def _policy(reader: _Reader, key: str, default: str, choices: tuple[str, ...]) -> str:
     return reader.get(key, str, default, choices=choices)
+
+
+def explanation_settings(reader: _Reader, feature_count: int) -> ExplanationSettings:
+    """The endpoint's ``explanations`` block, checked against the ranges a request is held to."""
+    defaults = ExplanationSettings()
+    settings = ExplanationSettings(
+        enabled=reader.get("enabled", bool, defaults.enabled),
+        method=reader.get("method", str, defaults.method, choices=EXPLANATION_METHODS),
+        n_explanations=reader.get("n_explanations", int, min(defaults.n_explanations, feature_count)),
+        n_monte_carlo_steps=reader.get("n_monte_carlo_steps", int, defaults.n_monte_carlo_steps),
+        max_rows=reader.get("max_rows", int, defaults.max_rows),
+    )
+    if settings.n_explanations > feature_count:
+        reader.fail(
+            f"{reader.path}.n_explanations", f"at most the {feature_count} model inputs, got {settings.n_explanations}"
+        )
+    low, high = MONTE_CARLO_STEPS
+    if not low <= settings.n_monte_carlo_steps <= high:
+        reader.fail(f"{reader.path}.n_monte_carlo_steps", f"must be between {low} and {high}")
+    return settings

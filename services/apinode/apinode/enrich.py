@@ -42,11 +42,14 @@ class _Lookup:
         for feature, column in self.spec.key:
             value = features.get(feature)
             if value is None:
-                if self.spec.on_missing_key == "fail":
-                    raise MissingLookupKey(
-                        f"missing lookup key {feature!r}",
-                        f"{feature!r} is needed to look up {', '.join(self.features)} "
-                        f"in {self.spec.table}; send it or those features",
+                if self.spec.on_missing_key != "ignore":
+                    raise _policy(
+                        MissingLookupKey(
+                            f"missing lookup key {feature!r}",
+                            f"{feature!r} is needed to look up {', '.join(self.features)} "
+                            f"in {self.spec.table}; send it or those features",
+                        ),
+                        self.spec.on_missing_key,
                     )
                 return None
             key[column] = value
@@ -77,22 +80,34 @@ class _Lookup:
 
     def merge(self, features: dict, key: dict, rows: list[dict]) -> None:
         if not rows:
-            if self.spec.on_not_found == "fail":
-                raise RecordNotFound(
-                    f"no {self.spec.table} record for {_show(key)}",
-                    f"no {self.spec.table} record for {_show(key)}; "
-                    f"features {', '.join(self.features)} cannot be filled",
+            if self.spec.on_not_found != "ignore":
+                raise _policy(
+                    RecordNotFound(
+                        f"no {self.spec.table} record for {_show(key)}",
+                        f"no {self.spec.table} record for {_show(key)}; "
+                        f"features {', '.join(self.features)} cannot be filled",
+                    ),
+                    self.spec.on_not_found,
                 )
             return
-        if len(rows) > 1 and self.spec.on_several == "fail":
-            raise SeveralMatches(
-                f"several {self.spec.table} records for {_show(key)}",
-                f"{len(rows)} {self.spec.table} records match {_show(key)}",
+        if len(rows) > 1 and self.spec.on_several != "first":
+            raise _policy(
+                SeveralMatches(
+                    f"several {self.spec.table} records for {_show(key)}",
+                    f"{len(rows)} {self.spec.table} records match {_show(key)}",
+                ),
+                self.spec.on_several,
             )
         row = rows[0]
         for column, feature in self.columns:
             if features.get(feature) is None:
                 features[feature] = row.get(column)
+
+
+def _policy(error: ApiError, policy: str) -> ApiError:
+    """``fail`` (Dataiku's FAIL) answers the record ignored; ``error`` fails a /predict call."""
+    error.record_level = policy == "fail"
+    return error
 
 
 def _show(key: dict) -> str:

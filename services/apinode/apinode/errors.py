@@ -8,6 +8,10 @@ class ApiError(Exception):
 
     status = 500
     error_type = "InternalError"
+    # The Dataiku-style code a prediction answers ``ignored: true`` with, for a record-level problem.
+    ignore_reason = "ERROR"
+    # True when the endpoint's policy answers the record ignored rather than failing the call.
+    record_level = False
 
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
@@ -37,6 +41,7 @@ class MissingLookupKey(ApiError):
 
     status = 400
     error_type = "MissingLookupKey"
+    ignore_reason = "MISSING_LOOKUP_KEY"
 
 
 class MissingFeatures(ApiError):
@@ -44,6 +49,7 @@ class MissingFeatures(ApiError):
 
     status = 400
     error_type = "MissingFeatures"
+    ignore_reason = "MISSING_FEATURES"
 
 
 class Unauthorized(ApiError):
@@ -72,6 +78,7 @@ class RecordNotFound(ApiError):
 
     status = 404
     error_type = "RecordNotFound"
+    ignore_reason = "NO_LOOKUP_MATCH"
 
 
 class MethodNotAllowed(ApiError):
@@ -86,6 +93,7 @@ class SeveralMatches(ApiError):
 
     status = 409
     error_type = "SeveralMatches"
+    ignore_reason = "MULTIPLE_LOOKUP_MATCHES"
 
 
 class PayloadTooLarge(ApiError):

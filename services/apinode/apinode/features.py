@@ -1,8 +1,15 @@
-"""Request validation compiled once from the definition: one small checker per feature."""
+"""Request validation compiled once from the definition: one small checker per feature.
+
+Two modes. Lenient (the default, as Dataiku's API node): a number sent as a string ("3") is
+coerced, a date may be an ISO timestamp (``1971-11-29T00:00:00.000Z``, taken as its UTC date),
+a string feature accepts a number, a boolean "true"/"false". Strict (``strict_types: true``):
+only the JSON type declared. Either way a value that cannot be read as its type is a 400 naming it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable, Iterable
 
@@ -10,16 +17,24 @@ from .definition import ColumnSpec
 from .errors import InvalidFeatures, MalformedRequest
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A date with a time of day, as Dataiku writes dates: 1971-11-29T00:00:00.000Z, or with an offset.
+_ISO_TIMESTAMP = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$", re.IGNORECASE
+)
+_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 Checker = Callable[[object], object]
 
 
-def _string(spec: ColumnSpec) -> Checker:
+def _string(spec: ColumnSpec, lenient: bool) -> Checker:
     match = re.compile(spec.pattern).fullmatch if spec.pattern else None
     allowed = frozenset(spec.enum) if spec.enum is not None else None
 
     def check(value: object) -> object:
-        if type(value) is not str:
-            raise TypeError
+        kind = type(value)
+        if kind is not str:
+            if not lenient or kind not in (int, float):
+                raise TypeError
+            value = str(value)
         if match is not None and match(value) is None:
             raise ValueError(f"does not match {spec.pattern}")
         if allowed is not None and value not in allowed:
@@ -29,33 +44,91 @@ def _string(spec: ColumnSpec) -> Checker:
     return check
 
 
-def _date(value: object) -> object:
+def _strict_date(value: object) -> object:
     if type(value) is not str or not _ISO_DATE.match(value):
         raise TypeError
     dt.date.fromisoformat(value)
     return value
 
 
-def _integer(value: object) -> object:
-    kind = type(value)
-    if kind is int:
-        return value
-    if kind is float and value.is_integer():
-        return int(value)
-    raise TypeError
-
-
-def _number(value: object) -> object:
-    kind = type(value)
-    if kind is float or kind is int:
-        return value
-    raise TypeError
-
-
-def _boolean(value: object) -> object:
-    if type(value) is not bool:
+def _lenient_date(value: object) -> object:
+    if type(value) is not str:
         raise TypeError
-    return value
+    if _ISO_DATE.match(value):
+        dt.date.fromisoformat(value)
+        return value
+    if not _ISO_TIMESTAMP.match(value):
+        raise TypeError
+    text = value.replace(" ", "T")
+    text = text[:-1] + "+00:00" if text[-1] in "zZ" else text
+    moment = dt.datetime.fromisoformat(_fraction_to_micros(text))
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc)
+    return moment.date().isoformat()
+
+
+def _fraction_to_micros(text: str) -> str:
+    """Python < 3.11 reads only 3 or 6 fraction digits; pad or cut to 6."""
+    head, dot, rest = text.partition(".")
+    if not dot:
+        return text
+    digits = len(rest) - len(rest.lstrip("0123456789"))
+    return f"{head}.{(rest[:digits] + '000000')[:6]}{rest[digits:]}"
+
+
+def _parse_number(value: str) -> float | int:
+    if not _NUMBER.match(value):
+        raise TypeError
+    text = value.strip()
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    number = float(text)
+    if not math.isfinite(number):
+        raise TypeError
+    return number
+
+
+def _integer(lenient: bool) -> Checker:
+    def check(value: object) -> object:
+        kind = type(value)
+        if kind is int:
+            return value
+        if kind is str and lenient:
+            value = _parse_number(value)
+            kind = type(value)
+            if kind is int:
+                return value
+        if kind is float and value.is_integer():
+            return int(value)
+        raise TypeError
+
+    return check
+
+
+def _number(lenient: bool) -> Checker:
+    def check(value: object) -> object:
+        kind = type(value)
+        if kind is float or kind is int:
+            return value
+        if kind is str and lenient:
+            return _parse_number(value)
+        raise TypeError
+
+    return check
+
+
+_TRUTH = {"true": True, "false": False}
+
+
+def _boolean(lenient: bool) -> Checker:
+    def check(value: object) -> object:
+        if type(value) is bool:
+            return value
+        if lenient and type(value) is str and value.strip().lower() in _TRUTH:
+            return _TRUTH[value.strip().lower()]
+        raise TypeError
+
+    return check
 
 
 _EXPECTED = {
@@ -65,28 +138,33 @@ _EXPECTED = {
     "boolean": "true or false",
     "date": "an ISO date (YYYY-MM-DD)",
 }
+_EXPECTED_LENIENT = {
+    **_EXPECTED,
+    "integer": "an integer (or a string holding one)",
+    "number": "a number (or a string holding one)",
+    "date": "an ISO date (YYYY-MM-DD) or timestamp (YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM])",
+}
 
 
-def _checker(spec: ColumnSpec) -> Checker:
-    return {
-        "string": lambda: _string(spec),
-        "date": lambda: _date,
-        "integer": lambda: _integer,
-        "number": lambda: _number,
-        "boolean": lambda: _boolean,
-    }[spec.type]()
+def _checker(spec: ColumnSpec, lenient: bool) -> Checker:
+    if spec.type == "string":
+        return _string(spec, lenient)
+    if spec.type == "date":
+        return _lenient_date if lenient else _strict_date
+    return {"integer": _integer, "number": _number, "boolean": _boolean}[spec.type](lenient)
 
 
 class FeatureValidator:
     """Checks a mapping of features against declared columns; rejects unknown names and wrong types."""
 
-    def __init__(self, specs: Iterable[ColumnSpec], what: str = "feature") -> None:
+    def __init__(self, specs: Iterable[ColumnSpec], what: str = "feature", strict: bool = False) -> None:
         self._specs = {spec.name: spec for spec in specs}
-        self._checkers = {name: _checker(spec) for name, spec in self._specs.items()}
+        self._checkers = {name: _checker(spec, not strict) for name, spec in self._specs.items()}
+        self._expected = _EXPECTED if strict else _EXPECTED_LENIENT
         self._what = what
 
     def __call__(self, values: object, where: str) -> dict[str, object]:
-        """A copy of ``values`` with nulls dropped (null means absent) and integral floats as ints."""
+        """A copy of ``values`` with nulls dropped (null means absent), values in their declared types."""
         if type(values) is not dict:
             raise MalformedRequest(
                 f"{where} must be a JSON object", f"{where} must be a JSON object, got {_json_type(values)}"
@@ -108,14 +186,19 @@ class FeatureValidator:
                 spec = self._specs[name]
                 reason = (
                     str(error)
-                    if isinstance(error, ValueError) and str(error)
-                    else f"expected {_EXPECTED[spec.type]}"
+                    if isinstance(error, ValueError) and str(error) and not _is_parse_error(error)
+                    else f"expected {self._expected[spec.type]}"
                 )
                 raise InvalidFeatures(
                     f"invalid {self._what} {name!r}: {reason}",
                     f"{where}.{name}: {reason}, got {_short(value)}",
                 ) from None
         return clean
+
+
+def _is_parse_error(error: ValueError) -> bool:
+    """A date library's own message ("month must be in 1..12") reads better as what was expected."""
+    return not str(error).startswith(("does not match", "is not one of"))
 
 
 def _json_type(value: object) -> str:

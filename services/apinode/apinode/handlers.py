@@ -2,17 +2,55 @@
 
 from __future__ import annotations
 
+import time
+
 from .definition import LookupEndpoint, PredictionEndpoint, ServiceDefinition
 from .errors import (
     ApiError,
+    InvalidFeatures,
     MalformedRequest,
     MissingLookupKey,
     PayloadTooLarge,
     RecordNotFound,
     SeveralMatches,
 )
+from .explanations import InvalidExplanations, request_settings
 from .features import FeatureValidator
 from .runtime import Runtime
+
+_now = time.perf_counter_ns
+
+
+class Timing:
+    """Dataiku's ``timing`` object: where a request's time went, in microseconds.
+
+    wait: receiving the body; preProcessing: parsing and validating it; enrich: lookups and
+    derived features; preparation: building the model's input arrays; prediction: the model run
+    (explanations included); postProcessing: shaping the answer.
+    """
+
+    __slots__ = ("marks", "last")
+
+    KEYS = ("preProcessing", "wait", "enrich", "preparation", "prediction", "postProcessing")
+
+    def __init__(self, started_ns: int, body_received_ns: int) -> None:
+        self.marks = dict.fromkeys(self.KEYS, 0)
+        self.marks["wait"] = (body_received_ns - started_ns) // 1000
+        self.last = body_received_ns
+
+    def lap(self, key: str) -> None:
+        now = _now()
+        self.marks[key] += (now - self.last) // 1000
+        self.last = now
+
+    def done(self) -> dict[str, int]:
+        self.lap("postProcessing")
+        return self.marks
+
+
+def api_context(definition: ServiceDefinition, endpoint: str) -> dict[str, str]:
+    """Dataiku's ``apiContext``: which service, endpoint and generation answered."""
+    return {"serviceId": definition.id, "endpointId": endpoint, "serviceGeneration": definition.version}
 
 
 def _items(body: object, max_items: int, field: str) -> list:
@@ -29,22 +67,42 @@ def _items(body: object, max_items: int, field: str) -> list:
     for i, item in enumerate(items):
         if type(item) is not dict or field not in item:
             raise MalformedRequest(f"items[{i}] must be an object with {field!r}")
+        _optional_object(item, "context", f"items[{i}].context")
     return items
 
 
+def _optional_object(body: dict, key: str, where: str) -> None:
+    """``context`` (logged by Dataiku, not used) and the like: absent, null or an object."""
+    value = body.get(key)
+    if value is not None and type(value) is not dict:
+        raise MalformedRequest(f"{where} must be a JSON object")
+
+
+def _dispatch(body: dict) -> None:
+    """``dispatch``: {"forcedGeneration": str} or {"dispatchKey": str}, as dataikuapi sends it."""
+    _optional_object(body, "dispatch", "dispatch")
+    for key, value in (body.get("dispatch") or {}).items():
+        if key not in ("forcedGeneration", "dispatchKey"):
+            raise MalformedRequest(f"unknown dispatch setting {key!r}", "known: forcedGeneration, dispatchKey")
+        if value is not None and type(value) is not str:
+            raise MalformedRequest(f"dispatch.{key} must be a string")
+
+
 class LookupHandler:
-    """Rows of one table by key, shaped like a Dataiku dataset-lookup endpoint."""
+    """Rows of one or several tables by key, shaped like a Dataiku dataset-lookup endpoint."""
 
     def __init__(self, definition: ServiceDefinition, endpoint: LookupEndpoint, runtime: Runtime) -> None:
         self.endpoint = endpoint
-        self.spec = definition.tables[endpoint.table]
+        self.specs = [definition.tables[name] for name in endpoint.tables]
+        self.spec = self.specs[0]
         self.key = self.spec.key
         key_spec = next(c for c in self.spec.columns if c.name == self.key)
-        self._validate = FeatureValidator([key_spec], what="lookup column")
+        self._validate = FeatureValidator([key_spec], what="lookup column", strict=endpoint.strict_types)
         self._runtime = runtime
         self._max_items = definition.limits.max_batch_items
-        self._empty = {c.name: None for c in self.spec.columns}
-        self.tables = (endpoint.table,)
+        self._empty = {c.name: None for spec in self.specs for c in spec.columns}
+        self.tables = endpoint.tables
+        self._context = api_context(definition, endpoint.name)
 
     def _key(self, data: object, where: str) -> object:
         clean = self._validate(data, where)
@@ -52,74 +110,156 @@ class LookupHandler:
             raise MissingLookupKey(f"missing lookup key {self.key!r}", f"{where} must contain {self.key!r}")
         return clean[self.key]
 
-    def _result(self, key: object, rows: list[dict]) -> dict:
-        if not rows:
-            if self.endpoint.on_not_found == "fail":
-                raise RecordNotFound(f"no record for {self.key}={key!r}")
-            return {"data": {**self._empty, self.key: key}, "notFound": True}
-        if len(rows) > 1 and self.endpoint.on_several == "fail":
-            raise SeveralMatches(f"{len(rows)} records for {self.key}={key!r}")
-        return {"data": rows[0], "notFound": False}
+    def _result(self, key: object, found: list[list[dict]]) -> dict:
+        data = {**self._empty, self.key: key}
+        missing = []
+        for spec, rows in zip(self.specs, found):
+            if not rows:
+                missing.append(spec.name)
+                continue
+            if len(rows) > 1 and self.endpoint.on_several == "fail":
+                raise SeveralMatches(f"{len(rows)} {spec.name} records for {self.key}={key!r}")
+            data.update(rows[0])
+        if len(missing) == len(self.specs) and self.endpoint.on_not_found == "fail":
+            raise RecordNotFound(f"no record for {self.key}={key!r}")
+        result = {"data": data, "notFound": len(missing) == len(self.specs)}
+        if len(self.specs) > 1:
+            result["notFoundIn"] = missing
+        return result
 
-    async def one(self, body: object) -> dict:
+    async def _rows(self, keys: list) -> list[list[list[dict]]]:
+        """Per key, per table, the matching rows."""
+        per_table = []
+        for name in self.endpoint.tables:
+            source = self._runtime.sources[name]
+            if source.in_memory:
+                per_table.append([source.rows(key) for key in keys])
+            else:
+                per_table.append(await source.rows_many(keys) if keys else [])
+        return [list(found) for found in zip(*per_table)] if keys else []
+
+    async def one(self, body: object, timing: Timing) -> dict:
         if type(body) is not dict:
             raise MalformedRequest("the body must be a JSON object", 'the body must be {"data": {...}}')
+        _optional_object(body, "context", "context")
         key = self._key(body.get("data"), "data")
-        source = self._runtime.sources[self.endpoint.table]
-        rows = source.rows(key) if source.in_memory else (await source.rows_many([key]))[0]
-        return {"results": [self._result(key, rows)]}
+        timing.lap("preProcessing")
+        (found,) = await self._rows([key])
+        timing.lap("enrich")
+        return {"results": [self._result(key, found)], "apiContext": self._context, "timing": timing.done()}
 
-    async def many(self, body: object) -> dict:
+    async def many(self, body: object, timing: Timing) -> dict:
         items = _items(body, self._max_items, "data")
         keys = [self._key(item["data"], f"items[{i}].data") for i, item in enumerate(items)]
-        source = self._runtime.sources[self.endpoint.table]
-        found = await source.rows_many(keys) if keys else []
-        return {"results": [self._result(key, rows) for key, rows in zip(keys, found)]}
+        timing.lap("preProcessing")
+        found = await self._rows(keys)
+        timing.lap("enrich")
+        results = [self._result(key, rows) for key, rows in zip(keys, found)]
+        return {"results": results, "apiContext": self._context, "timing": timing.done()}
 
 
 class PredictionHandler:
-    """Scores records, filling missing features by enrichment first."""
+    """Scores records, filling missing features by enrichment first; explains them on request."""
 
     def __init__(self, definition: ServiceDefinition, endpoint: PredictionEndpoint, runtime: Runtime) -> None:
         self.endpoint = endpoint
-        self._validate = FeatureValidator(endpoint.features)
+        self._validate = FeatureValidator(endpoint.features, strict=endpoint.strict_types)
         self._runtime = runtime
         self._max_items = definition.limits.max_batch_items
-        self._context = {
-            "serviceId": definition.id,
-            "endpointId": endpoint.name,
-            "serviceGeneration": definition.version,
-        }
+        self._context = api_context(definition, endpoint.name)
         self.tables = tuple(lookup.table for lookup in endpoint.lookups)
 
-    async def one(self, body: object) -> dict:
-        if type(body) is not dict or "features" not in body:
-            raise MalformedRequest(
-                "the body must be a JSON object with 'features'", 'the body must be {"features": {...}}'
+    def _settings(self, body: dict, records: int):
+        model = self._runtime.models[self.endpoint.name]
+        settings = request_settings(body.get("explanations"), self.endpoint.explanations, len(model.inputs))
+        if not settings.enabled:
+            return None
+        if model.explainer is None:
+            raise InvalidExplanations(
+                "this endpoint cannot explain predictions",
+                "its model has no reference background (service.yaml: reference)",
             )
-        features = self._validate(body["features"], "features")
-        await self._runtime.enrichers[self.endpoint.name].complete_one(features)
-        prediction, probas = self._runtime.models[self.endpoint.name].predict_one(features)
-        return {
-            "result": {"prediction": prediction, "probas": probas, "ignored": False},
-            "apiContext": self._context,
-        }
+        model.explainer.check_cost(settings, records)
+        return settings
 
-    async def many(self, body: object) -> dict:
-        items = _items(body, self._max_items, "features")
-        rows = [self._validate(item["features"], f"items[{i}].features") for i, item in enumerate(items)]
-        problems = await self._runtime.enrichers[self.endpoint.name].complete(rows)
-        scorable = [row for row, problem in zip(rows, problems) if problem is None]
-        scores = iter(self._runtime.models[self.endpoint.name].predict(scorable) if scorable else [])
+    def _envelope(self, body: object, field: str, example: str) -> dict:
+        if type(body) is not dict or field not in body:
+            raise MalformedRequest(f"the body must be a JSON object with {field!r}", f"the body must be {example}")
+        _dispatch(body)
+        return body
+
+    def _features(self, value: object, where: str) -> dict:
+        features = self._validate(value, where)
+        if type(value) is dict and not value:
+            raise InvalidFeatures(f"{where} is empty", f"{where} needs at least a lookup key or the model's inputs")
+        return features
+
+    def _score(self, rows: list[dict], settings, timing: Timing) -> list[dict]:
+        model = self._runtime.models[self.endpoint.name]
+        if settings is None and len(rows) == 1:
+            timing.lap("preparation")
+            scored = [model.predict_one(rows[0])]
+            timing.lap("prediction")
+            explained = [None]
+        elif settings is None:
+            scored = model.predict(rows)
+            timing.lap("prediction")
+            explained = [None] * len(rows)
+        else:
+            feed, read = model.explainer.plan(settings, rows)
+            timing.lap("preparation")
+            labels, probabilities = model.run(feed)
+            scored = model.answers(labels, probabilities, len(rows))
+            explained = read(model.positive(probabilities))
+            timing.lap("prediction")
         results = []
-        for problem in problems:
-            if problem is None:
-                prediction, probas = next(scores)
-                results.append({"prediction": prediction, "probas": probas, "ignored": False})
-            else:
-                results.append(_ignored(problem))
-        return {"results": results, "apiContext": self._context}
+        for (prediction, probas), explanations in zip(scored, explained):
+            result = {"prediction": prediction, "probas": probas}
+            percentile = model.percentile(probas)
+            if percentile is not None:
+                result["probaPercentile"] = percentile
+            if explanations is not None:
+                result["explanations"] = explanations
+            result["ignored"] = False
+            results.append(result)
+        return results
+
+    async def one(self, body: object, timing: Timing) -> dict:
+        body = self._envelope(body, "features", '{"features": {...}}')
+        _optional_object(body, "context", "context")
+        features = self._features(body["features"], "features")
+        settings = self._settings(body, 1)
+        timing.lap("preProcessing")
+        try:
+            await self._runtime.enrichers[self.endpoint.name].complete_one(features)
+        except ApiError as problem:
+            if not problem.record_level:
+                raise
+            timing.lap("enrich")
+            return {"result": _ignored(problem), "apiContext": self._context, "timing": timing.done()}
+        timing.lap("enrich")
+        (result,) = self._score([features], settings, timing)
+        return {"result": result, "apiContext": self._context, "timing": timing.done()}
+
+    async def many(self, body: object, timing: Timing) -> dict:
+        items = _items(body, self._max_items, "features")
+        _dispatch(body)
+        rows = [self._features(item["features"], f"items[{i}].features") for i, item in enumerate(items)]
+        settings = self._settings(body, len(rows))
+        timing.lap("preProcessing")
+        problems = await self._runtime.enrichers[self.endpoint.name].complete(rows)
+        timing.lap("enrich")
+        scorable = [row for row, problem in zip(rows, problems) if problem is None]
+        scores = iter(self._score(scorable, settings, timing) if scorable else [])
+        results = [next(scores) if problem is None else _ignored(problem) for problem in problems]
+        return {"results": results, "apiContext": self._context, "timing": timing.done()}
 
 
 def _ignored(problem: ApiError) -> dict:
-    return {"ignored": True, "ignoreReason": problem.message, "errorType": problem.error_type}
+    """A record not scored, as Dataiku answers it: ignored, with a reason code (and ours in words)."""
+    return {
+        "ignored": True,
+        "ignoreReason": problem.ignore_reason,
+        "errorType": problem.error_type,
+        "message": problem.detail,
+    }

@@ -27,6 +27,7 @@ from .definition import (
     _policy,
     _Reader,
     _table,
+    explanation_settings,
 )
 from .secrets import read_secret
 from .transforms import TRANSFORMS
@@ -161,9 +162,10 @@ def _enrichment_lookup(reader: _Reader, tables: dict[str, TableSpec], remotes: d
         remote_endpoint=remote.get("endpoint", str, table_name) if remote_name else None,
         key=key,
         columns=columns,
-        on_missing_key=_policy(reader, "on_missing_key", "fail", ("fail", "ignore")),
-        on_not_found=_policy(reader, "on_not_found", "fail", ("fail", "ignore")),
-        on_several=_policy(reader, "on_several", "fail", ("fail", "first")),
+        # fail: the record is answered ignored (Dataiku's FAIL); error: an HTTP error for /predict.
+        on_missing_key=_policy(reader, "on_missing_key", "fail", ("fail", "ignore", "error")),
+        on_not_found=_policy(reader, "on_not_found", "fail", ("fail", "ignore", "error")),
+        on_several=_policy(reader, "on_several", "fail", ("fail", "first", "error")),
     )
 
 
@@ -233,6 +235,14 @@ def _prediction(root: Path, name: str, reader: _Reader, tables: dict, remotes: d
             )
         )
     outputs = reader.child("outputs")
+    reference_file = reader.get("reference", str, None)
+    reference: dict[str, Any] = {}
+    if reference_file:
+        try:
+            reference = json.loads((root / reference_file).read_text())
+        except (OSError, ValueError) as error:
+            reader.fail(f"{reader.path}.reference", f"cannot read the model reference: {error}")
+    input_count = len(metadata.get("inputs") or ()) or 1000
     return PredictionEndpoint(
         name=name,
         model_path=model_path,
@@ -243,7 +253,27 @@ def _prediction(root: Path, name: str, reader: _Reader, tables: dict, remotes: d
         lookups=lookups,
         allow_missing_features=reader.get("allow_missing_features", bool, False),
         outputs=(outputs.get("label", str, "label"), outputs.get("probabilities", str, "probabilities")),
+        strict_types=reader.get("strict_types", bool, False),
+        explanations=explanation_settings(reader.child("explanations"), input_count),
+        reference=reference,
     )
+
+
+def _lookup_tables(endpoint: _Reader, tables: dict[str, TableSpec]) -> tuple[str, ...]:
+    """``table: x`` or ``tables: [x, y]`` (joined on their common key, in that order)."""
+    if ("table" in endpoint.raw) == ("tables" in endpoint.raw):
+        endpoint.fail(endpoint.path, "set exactly one of table or tables")
+    key = "table" if "table" in endpoint.raw else "tables"
+    names = [endpoint.get("table", str)] if key == "table" else endpoint.get("tables", list)
+    for name in names:
+        if name not in tables:
+            endpoint.fail(f"{endpoint.path}.{key}", f"unknown table {name!r}")
+    if len(set(names)) != len(names):
+        endpoint.fail(f"{endpoint.path}.tables", "a table is listed twice")
+    keys = {tables[name].key for name in names}
+    if len(keys) > 1:
+        endpoint.fail(f"{endpoint.path}.tables", f"the tables must share one key column, got {sorted(keys)}")
+    return tuple(names)
 
 
 def parse_definition(root: Path, file: Path, raw: dict, env: Mapping[str, str]) -> ServiceDefinition:
@@ -265,14 +295,12 @@ def parse_definition(root: Path, file: Path, raw: dict, env: Mapping[str, str]) 
         endpoint = endpoints.child(name)
         kind = endpoint.get("type", str, choices=("lookup", "prediction"))
         if kind == "lookup":
-            table = endpoint.get("table", str)
-            if table not in tables:
-                endpoint.fail(f"{endpoint.path}.table", f"unknown table {table!r}")
             lookups[name] = LookupEndpoint(
                 name=name,
-                table=table,
+                tables=_lookup_tables(endpoint, tables),
                 on_not_found=_policy(endpoint, "on_not_found", "null", ("null", "fail")),
                 on_several=_policy(endpoint, "on_several", "first", ("first", "fail")),
+                strict_types=endpoint.get("strict_types", bool, False),
             )
         else:
             predictions[name] = _prediction(root, name, endpoint, tables, remotes)

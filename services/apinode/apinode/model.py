@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -69,6 +70,20 @@ class Model:
         ]
         self._one_feed = {name: array for name, _, array in self._one}
         self._run = self._session._sess.run
+        reference = endpoint.reference
+        positive = str(reference.get("positive_class", self.classes[-1]))
+        if positive not in self.classes:
+            raise ModelError(f"{where}: reference positive_class {positive!r} is not one of {self.classes}")
+        self.positive_class = positive
+        self._positive = self.classes.index(positive)
+        self._cuts = [float(v) for v in reference.get("proba_percentiles", ())]
+        if self._cuts and (len(self._cuts) != 99 or self._cuts != sorted(self._cuts)):
+            raise ModelError(f"{where}: reference proba_percentiles must be the 99 ascending percentiles")
+        self.explainer = None
+        if reference.get("background"):
+            from .explanations import Explainer
+
+            self.explainer = Explainer(self.inputs, reference["background"], self.column)
 
     def missing(self, features: dict) -> list[str]:
         return [name for name, _ in self.inputs if features.get(name) is None]
@@ -84,18 +99,43 @@ class Model:
         labels, probabilities = self._run(self._fetch, self._one_feed, None)
         return str(labels.item(0)), dict(zip(self.classes, probabilities[0].tolist()))
 
+    def column(self, name: str, is_string: bool, rows: Sequence[dict]) -> np.ndarray:
+        """One input's values for ``rows`` as a flat array of the model's dtype."""
+        if is_string:
+            values = [row.get(name) or "" for row in rows]
+        else:
+            values = [math.nan if row.get(name) is None else row[name] for row in rows]
+        return np.array(values, dtype=self._dtypes[name])
+
+    def run(self, feed: dict[str, np.ndarray]) -> tuple[list, np.ndarray]:
+        """One model run: labels and the [rows, classes] probabilities (float64)."""
+        labels, probabilities = self._session.run(self._fetch, feed)
+        return labels.tolist(), np.asarray(probabilities, dtype=np.float64)
+
     def predict(self, rows: Sequence[dict]) -> list[tuple[str, dict[str, float]]]:
         """(prediction, probabilities by class) for each row."""
-        feed = {}
-        for name, is_string in self.inputs:
-            if is_string:
-                column = [row.get(name) or "" for row in rows]
-            else:
-                column = [math.nan if row.get(name) is None else row[name] for row in rows]
-            feed[name] = np.array(column, dtype=self._dtypes[name]).reshape(len(rows), 1)
-        labels, probabilities = self._session.run(self._fetch, feed)
+        feed = {
+            name: self.column(name, is_string, rows).reshape(len(rows), 1) for name, is_string in self.inputs
+        }
+        labels, probabilities = self.run(feed)
+        return self.answers(labels, probabilities, len(rows))
+
+    def answers(self, labels: list, probabilities: np.ndarray, count: int) -> list[tuple[str, dict]]:
         classes = self.classes
         return [
             (str(label), dict(zip(classes, row)))
-            for label, row in zip(labels.tolist(), np.asarray(probabilities, dtype=np.float64).tolist())
+            for label, row in zip(labels[:count], probabilities[:count].tolist())
         ]
+
+    def positive(self, probabilities: np.ndarray) -> np.ndarray:
+        return probabilities[:, self._positive]
+
+    def percentile(self, probas: dict[str, float]) -> int | None:
+        """Where the positive-class probability falls among the holdout scores: 1 to 100.
+
+        The reference holds the 1st..99th percentiles of the holdout scores; a probability above
+        k of them is in percentile k + 1 (Dataiku's ``probaPercentile``). None without a reference.
+        """
+        if not self._cuts:
+            return None
+        return 1 + bisect.bisect_left(self._cuts, probas[self.positive_class])

@@ -29,7 +29,7 @@ class Runtime:
         self.draining = False
 
     def _needed_tables(self) -> set[str]:
-        needed = {endpoint.table for endpoint in self.definition.lookups.values()}
+        needed = {table for endpoint in self.definition.lookups.values() for table in endpoint.tables}
         for endpoint in self.definition.predictions.values():
             if endpoint.enrichment_via == "bundled":
                 needed |= {lookup.table for lookup in endpoint.lookups}
