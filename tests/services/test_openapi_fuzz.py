@@ -16,9 +16,31 @@ def test_swagger_has_the_real_feature_schema(real_scoring):
     features = request["content"]["application/json"]["schema"]["properties"]["features"]
     assert features["additionalProperties"] is False
     assert features["properties"]["customer_id"]["pattern"] == "^C[0-9]{7}$"
-    assert features["properties"]["spend_12m"]["type"] == "number"
-    assert features["properties"]["birthdate"]["format"] == "date"
+    spend = features["properties"]["spend_12m"]["anyOf"]
+    assert spend[0]["type"] == "number" and spend[1]["type"] == "string"  # lenient: "3.5" is read
+    birthdate = features["properties"]["birthdate"]["anyOf"]
+    assert birthdate[0]["format"] == "date" and "T" in birthdate[1]["pattern"]
     assert {"age", "gender", "orders_12m", "top_category"} <= set(features["properties"])
+    assert features["minProperties"] == 1
+    body = request["content"]["application/json"]["schema"]["properties"]
+    assert {"context", "explanations", "dispatch"} <= set(body)
+    schemas = document["components"]["schemas"]
+    assert schemas["Explanations"]["properties"]["method"]["enum"] == ["ICE", "SHAPLEY", None]
+    assert set(schemas["ApiContext"]["required"]) == {"serviceId", "endpointId", "serviceGeneration"}
+    assert "prediction" in schemas["Timing"]["properties"]
+
+
+def test_swagger_lookup_key_is_not_nullable_and_profile_is_documented(real_features):
+    document = httpx.get(real_features.url + "/public/api/v1/customer-features/swagger").json()
+    for endpoint in ("demographics", "behavior", "profile"):
+        path = f"/public/api/v1/customer-features/{endpoint}/lookup"
+        request = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        key = request["properties"]["data"]["properties"]["customer_id"]
+        assert "nullable" not in key, "null is refused, so the schema must not allow it"
+    profile = document["paths"]["/public/api/v1/customer-features/profile/lookup-multi"]["post"]
+    answer = profile["responses"]["200"]["content"]["application/json"]["schema"]
+    row = answer["properties"]["results"]["items"]["properties"]["data"]["properties"]
+    assert {"birthdate", "spend_12m", "top_category"} <= set(row)
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,19 @@ from collections.abc import Callable, Iterable
 from .definition import ColumnSpec
 from .errors import InvalidFeatures, MalformedRequest
 
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# ASCII classes only, written so the same pattern means the same in Python and in the OpenAPI
+# document (ECMA regular expressions): Python's \d also matches other scripts' digits.
+ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 # A date with a time of day, as Dataiku writes dates: 1971-11-29T00:00:00.000Z, or with an offset.
-_ISO_TIMESTAMP = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$", re.IGNORECASE
+ISO_TIMESTAMP_PATTERN = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?$"
 )
-_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+NUMBER_PATTERN = "^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+BOOLEAN_STRINGS = ("true", "false")
+_ISO_DATE = re.compile(ISO_DATE_PATTERN)
+_ISO_TIMESTAMP = re.compile(ISO_TIMESTAMP_PATTERN)
+_NUMBER = re.compile(NUMBER_PATTERN)
+_INT64 = 2**63
 Checker = Callable[[object], object]
 
 
@@ -32,7 +39,8 @@ def _string(spec: ColumnSpec, lenient: bool) -> Checker:
     def check(value: object) -> object:
         kind = type(value)
         if kind is not str:
-            if not lenient or kind not in (int, float):
+            # A number for a free-form string ("household": 3); never for a patterned or enumerated one.
+            if not lenient or kind not in (int, float) or match is not None or allowed is not None:
                 raise TypeError
             value = str(value)
         if match is not None and match(value) is None:
@@ -59,8 +67,10 @@ def _lenient_date(value: object) -> object:
         return value
     if not _ISO_TIMESTAMP.match(value):
         raise TypeError
-    text = value.replace(" ", "T")
+    text = value[:10] + "T" + value[11:]
     text = text[:-1] + "+00:00" if text[-1] in "zZ" else text
+    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":  # +0100 -> +01:00
+        text = f"{text[:-2]}:{text[-2:]}"
     moment = dt.datetime.fromisoformat(_fraction_to_micros(text))
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.timezone.utc)
@@ -76,12 +86,14 @@ def _fraction_to_micros(text: str) -> str:
     return f"{head}.{(rest[:digits] + '000000')[:6]}{rest[digits:]}"
 
 
-def _parse_number(value: str) -> float | int:
-    if not _NUMBER.match(value):
+def _parse_number(text: str) -> float | int:
+    if not _NUMBER.match(text):
         raise TypeError
-    text = value.strip()
-    if re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
+    if text.lstrip("+-").isdigit():
+        number = int(text)
+        if abs(number) >= _INT64:
+            raise TypeError
+        return number
     number = float(text)
     if not math.isfinite(number):
         raise TypeError
@@ -117,15 +129,12 @@ def _number(lenient: bool) -> Checker:
     return check
 
 
-_TRUTH = {"true": True, "false": False}
-
-
 def _boolean(lenient: bool) -> Checker:
     def check(value: object) -> object:
         if type(value) is bool:
             return value
-        if lenient and type(value) is str and value.strip().lower() in _TRUTH:
-            return _TRUTH[value.strip().lower()]
+        if lenient and type(value) is str and value in BOOLEAN_STRINGS:
+            return value == "true"
         raise TypeError
 
     return check
