@@ -1,0 +1,117 @@
+"""Explanations on the tiny model, whose log-odds are linear in its numeric inputs (weights known):
+the right sign on constructed records, exact ICE values, and one model run per request."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from apinode.handlers import PredictionHandler, Timing
+from apinode.loader import load_definition
+from apinode.runtime import Runtime
+
+# apinode_fixtures.tiny_model: log-odds = sum(w * x) + category terms - 1.5
+WEIGHTS = {
+    "age": 0.01,
+    "tenure_months": 0.005,
+    "orders_12m": 0.05,
+    "spend_12m": 0.002,
+    "avg_basket": 0.001,
+    "recency_days": -0.004,
+    "distinct_categories": 0.05,
+    "return_rate": -2.0,
+}
+
+
+class CountingSession:
+    """The ONNX session, counting its runs."""
+
+    def __init__(self, session) -> None:
+        self._session, self.runs = session, 0
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return self._session.run(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def started(fixture_services):
+    definition = load_definition(fixture_services["customer-scoring"], {})
+    runtime = Runtime(definition, {})
+    asyncio.run(runtime.start())
+    endpoint = definition.predictions["high-spender"]
+    model = runtime.models["high-spender"]
+    model._session = CountingSession(model._session)
+    return PredictionHandler(definition, endpoint, runtime), model
+
+
+def call(handler, body, multi=False):
+    timing = Timing(0, 0)
+    return asyncio.run(handler.many(body, timing) if multi else handler.one(body, timing))
+
+
+def record(**numbers) -> dict:
+    base = {name: 0.0 for name in WEIGHTS} | {"gender": "F", "region": "north", "campaign_status": "active"}
+    return base | numbers
+
+
+def explain(handler, features, method, count=11, steps=100):
+    body = {
+        "features": features,
+        "explanations": {"enabled": True, "method": method, "nExplanations": count, "nMonteCarloSteps": steps},
+    }
+    return call(handler, body)["result"]["explanations"]
+
+
+@pytest.mark.parametrize("method", ["ICE", "SHAPLEY"])
+def test_contributions_have_the_sign_of_the_feature_effect(started, method):
+    handler, _ = started
+    heavy_buyer = explain(handler, record(orders_12m=300.0, return_rate=3.0), method)
+    assert heavy_buyer["orders_12m"] > 0, "far more orders than any background row raise the score"
+    assert heavy_buyer["return_rate"] < 0, "returns above every background row lower it (weight -2)"
+    lapsed = explain(handler, record(orders_12m=0.0, recency_days=2000.0), method)
+    assert lapsed["orders_12m"] < 0 and lapsed["recency_days"] < 0
+
+
+def test_ice_of_a_linear_model_is_weight_times_distance_to_the_background_mean(started, fixture_services):
+    import json
+
+    handler, _ = started
+    background = json.loads((fixture_services["customer-scoring"] / "model" / "high-spender.reference.json").read_text())[
+        "background"
+    ]
+    x = record(orders_12m=12.0, spend_12m=800.0, age=40.0, return_rate=0.1)
+    ice = explain(handler, x, "ICE")
+    for name, weight in WEIGHTS.items():
+        mean = sum(row[name] for row in background) / len(background)
+        assert ice[name] == pytest.approx(weight * (x[name] - mean), abs=2e-3), name
+
+
+def test_one_model_run_per_request_whatever_the_method_steps_or_batch(started):
+    handler, model = started
+    session = model._session
+    for method, steps in [("ICE", 25), ("SHAPLEY", 25), ("SHAPLEY", 400)]:
+        before = session.runs
+        body = {
+            "items": [{"features": {"customer_id": f"C{n:07d}"}} for n in range(1, 9)],
+            "explanations": {"enabled": True, "method": method, "nMonteCarloSteps": steps},
+        }
+        results = call(handler, body, multi=True)["results"]
+        assert all(len(r["explanations"]) == 3 for r in results)
+        assert session.runs - before == 1, (method, steps)
+    before = session.runs
+    explain(handler, record(orders_12m=3.0), "SHAPLEY", steps=1000)
+    assert session.runs - before == 1
+
+
+def test_explanations_skip_ignored_records(started):
+    handler, _ = started
+    body = {
+        "items": [{"features": {"customer_id": "C0999999"}}, {"features": {"customer_id": "C0000002"}}],
+        "explanations": {"enabled": True},
+    }
+    unknown, known = call(handler, body, multi=True)["results"]
+    assert unknown["ignored"] is True and "explanations" not in unknown
+    assert known["ignored"] is False and all(math.isfinite(v) for v in known["explanations"].values())
