@@ -338,3 +338,41 @@ def test_explanations_over_the_cost_limit_are_a_413(scoring_server):
         scoring_client(scoring_server).predict_records(
             "high-spender", records, with_explanations=True, explanation_method="SHAPLEY", n_explanations_mc_steps=1000
         )
+
+
+# --- remote enrichment through profile ----------------------------------------------------------
+
+
+def upstream_calls(features_server) -> dict[str, float]:
+    """customer-features' own request counter, by endpoint route (its /metrics)."""
+    counts: dict[str, float] = {}
+    for line in httpx.get(features_server.url + "/metrics").text.splitlines():
+        if line.startswith("apinode_requests_total{"):
+            endpoint = line.split('endpoint="', 1)[1].split('"', 1)[0]
+            counts[endpoint] = counts.get(endpoint, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def calls_made(features_server, action) -> dict[str, float]:
+    before = upstream_calls(features_server)
+    action()
+    after = upstream_calls(features_server)
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
+def test_remote_enrichment_asks_customer_features_once_per_prediction(remote_scoring_server, features_server):
+    client = scoring_client(remote_scoring_server)
+    single = calls_made(features_server, lambda: client.predict_record("high-spender", {"customer_id": "C0000031"}))
+    assert single == {"profile/lookup": 1}
+    records = [{"features": {"customer_id": f"C{n:07d}"}} for n in range(40, 90)]
+    batch = calls_made(features_server, lambda: client.predict_records("high-spender", records))
+    assert batch == {"profile/lookup-multi": 1}
+
+
+def test_remote_enrichment_through_profile_scores_like_bundled(remote_scoring_server, scoring_server):
+    records = [{"features": {"customer_id": f"C{n:07d}"}} for n in (1, 2, 3, 999999)]
+    remote = scoring_client(remote_scoring_server).predict_records("high-spender", records)["results"]
+    bundled = scoring_client(scoring_server).predict_records("high-spender", records)["results"]
+    for a, b in zip(remote, bundled):
+        assert {k: v for k, v in a.items() if k != "message"} == {k: v for k, v in b.items() if k != "message"}
+    assert remote[3]["ignoreReason"] == "NO_LOOKUP_MATCH"

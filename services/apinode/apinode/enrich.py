@@ -57,7 +57,10 @@ class _Lookup:
 
     async def rows_many(self, keys: list[dict]) -> list[list[dict]]:
         if self.remote is not None:
-            return await self.remote.rows_many(self.spec.remote_endpoint, keys)
+            # By table: a multi-table endpoint (profile) may have the key in one table only.
+            table = self.spec.table
+            found = await self.remote.rows_many(self.spec.remote_endpoint, keys, [table])
+            return [rows[table] for rows in found]
         if self.source.in_memory:
             (column,) = keys[0]
             return [self.source.rows(key[column]) for key in keys]
@@ -177,17 +180,7 @@ class Enricher:
                 if key is not None:
                     wanted.append((i, key))
             plans.append((lookup, wanted))
-        if self._concurrent:
-            found = await asyncio.gather(
-                *(
-                    lookup.rows_many([k for _, k in wanted]) if wanted else _empty()
-                    for lookup, wanted in plans
-                )
-            )
-        else:
-            found = [
-                await lookup.rows_many([k for _, k in wanted]) if wanted else [] for lookup, wanted in plans
-            ]
+        found = await self._fetch(plans)
         for (lookup, wanted), matches in zip(plans, found):
             for (i, key), rows_found in zip(wanted, matches):
                 if outcome[i] is None:
@@ -199,6 +192,48 @@ class Enricher:
             if outcome[i] is None:
                 outcome[i] = self._finish(row)
         return outcome
+
+    async def _fetch(self, plans: list) -> list[list[list[dict]]]:
+        """Per lookup, per wanted row, the matching rows.
+
+        Lookups served by the same remote endpoint with the same key (both tables from
+        customer-features' ``profile``) share one call: one upstream request per prediction, or
+        per predict-multi batch, instead of one per table.
+        """
+        found: list = [[] for _ in plans]
+        groups: dict = {}
+        for n, (lookup, wanted) in enumerate(plans):
+            if wanted:
+                shared = (id(lookup.remote), lookup.spec.remote_endpoint, lookup.spec.key)
+                groups.setdefault(shared if lookup.remote is not None else n, []).append(n)
+        calls = [self._fetch_group(plans, members) for members in groups.values()]
+        if self._concurrent:
+            answers = await asyncio.gather(*calls)
+        else:
+            answers = [await call for call in calls]
+        for members, answer in zip(groups.values(), answers):
+            for n, rows in zip(members, answer):
+                found[n] = rows
+        return found
+
+    async def _fetch_group(self, plans: list, members: list[int]) -> list[list[list[dict]]]:
+        if len(members) == 1:
+            lookup, wanted = plans[members[0]]
+            return [await lookup.rows_many([k for _, k in wanted])]
+        union: dict[int, dict] = {}
+        for n in members:
+            for i, key in plans[n][1]:
+                union.setdefault(i, key)
+        order = sorted(union)
+        lookup = plans[members[0]][0]
+        tables = [plans[n][0].spec.table for n in members]
+        by_table = await lookup.remote.rows_many(
+            lookup.spec.remote_endpoint, [union[i] for i in order], tables
+        )
+        position = {i: p for p, i in enumerate(order)}
+        return [
+            [by_table[position[i]][plans[n][0].spec.table] for i, _ in plans[n][1]] for n in members
+        ]
 
     def _finish(self, row: dict) -> ApiError | None:
         for output, source, transform, as_of in self._steps:
@@ -213,7 +248,3 @@ class Enricher:
                 f"the model needs {', '.join(missing)}: send them, or a key to look them up",
             )
         return None
-
-
-async def _empty() -> list:
-    return []

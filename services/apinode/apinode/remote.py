@@ -29,8 +29,11 @@ class RemoteService:
     async def close(self) -> None:
         await self._client.close()
 
-    async def rows_many(self, endpoint: str, keys: list[dict]) -> list[list[dict]]:
-        """For each key mapping, the matching rows (empty when the remote reports notFound)."""
+    async def rows_many(self, endpoint: str, keys: list[dict], tables: list[str] | None = None) -> list:
+        """For each key mapping, the matching rows (empty when the remote reports notFound).
+
+        With ``tables`` (a multi-table lookup such as ``profile``), for each key the rows by table.
+        """
         single = len(keys) == 1
         body = {"data": keys[0]} if single else {"items": [{"data": key} for key in keys]}
         path = f"/{endpoint}/lookup" if single else f"/{endpoint}/lookup-multi"
@@ -47,7 +50,7 @@ class RemoteService:
             raise self._down(name, f"answered HTTP {status} {reason}".rstrip())
         try:
             results = orjson.loads(content)["results"]
-            rows = [[] if result.get("notFound") else [result["data"]] for result in results]
+            rows = [_rows(result, tables) for result in results]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise self._down(name, "answered with an unexpected body") from None
         if len(rows) != len(keys):
@@ -61,3 +64,12 @@ class RemoteService:
         return SourceUnavailable(
             f"enrichment service {name} unavailable", f"enrichment service {name} {reason}"
         )
+
+
+def _rows(result: dict, tables: list[str] | None) -> list[dict] | dict[str, list[dict]]:
+    if tables is None:
+        return [] if result.get("notFound") else [result["data"]]
+    missing, data = result.get("notFoundIn", []), result["data"]
+    if type(missing) is not list or type(data) is not dict:
+        raise TypeError("notFoundIn must be a list and data an object")
+    return {table: [] if result.get("notFound") or table in missing else [data] for table in tables}
