@@ -48,6 +48,22 @@ def edited(fixture_dir, tmp_path, edit):
             "tables.behavior.sql: required",
         ),
         (lambda raw: raw.pop("service"), "service: required"),
+        (
+            lambda raw: raw["endpoints"]["profile"].update(table="behavior"),
+            "endpoints.profile: set exactly one of table or tables",
+        ),
+        (
+            lambda raw: raw["endpoints"]["profile"].update(tables=["behavior", "behavior"]),
+            "endpoints.profile.tables: a table is listed twice",
+        ),
+        (
+            lambda raw: raw["endpoints"]["profile"].update(tables=["behavior", "orders"]),
+            "endpoints.profile.tables: unknown table 'orders'",
+        ),
+        (
+            lambda raw: raw["endpoints"]["behavior"].update(strict_types="yes"),
+            "endpoints.behavior.strict_types: expected bool",
+        ),
     ],
 )
 def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edit, fragment):
@@ -83,6 +99,22 @@ def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edi
                 columns={"colour": "x"}
             ),
             "lookups[1].columns.colour: not a column of table behavior",
+        ),
+        (
+            lambda raw: raw["endpoints"]["high-spender"]["explanations"].update(method="LIME"),
+            "high-spender.explanations.method: 'LIME' is not one of ICE, SHAPLEY",
+        ),
+        (
+            lambda raw: raw["endpoints"]["high-spender"]["explanations"].update(n_monte_carlo_steps=5),
+            "explanations.n_monte_carlo_steps: must be between 25 and 1000",
+        ),
+        (
+            lambda raw: raw["endpoints"]["high-spender"]["explanations"].update(n_explanations=12),
+            "explanations.n_explanations: at most the 11 model inputs",
+        ),
+        (
+            lambda raw: raw["endpoints"]["high-spender"].update(reference="model/none.json"),
+            "high-spender.reference: cannot read the model reference",
         ),
     ],
 )

@@ -290,7 +290,8 @@ def explanation_settings(reader: _Reader, feature_count: int) -> ExplanationSett
     )
     if settings.n_explanations > feature_count:
         reader.fail(
-            f"{reader.path}.n_explanations", f"at most the {feature_count} model inputs, got {settings.n_explanations}"
+            f"{reader.path}.n_explanations",
+            f"at most the {feature_count} model inputs, got {settings.n_explanations}",
         )
     low, high = MONTE_CARLO_STEPS
     if not low <= settings.n_monte_carlo_steps <= high:

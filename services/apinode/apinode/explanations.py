@@ -61,7 +61,8 @@ def request_settings(raw: object, defaults: ExplanationSettings, feature_count: 
         raise InvalidExplanations("explanations.enabled must be true or false")
     if method is not None and method not in EXPLANATION_METHODS:
         raise InvalidExplanations(
-            f"unknown explanation method {_short(method)}", f"explanations.method is one of {', '.join(EXPLANATION_METHODS)}"
+            f"unknown explanation method {_short(method)}",
+            f"explanations.method is one of {', '.join(EXPLANATION_METHODS)}",
         )
     if count is not None and (type(count) is not int or not 1 <= count <= feature_count):
         raise InvalidExplanations(
@@ -125,7 +126,9 @@ class Explainer:
                 "send fewer records, fewer nMonteCarloSteps, or use ICE",
             )
 
-    def plan(self, settings: ExplanationSettings, rows: Sequence[dict]) -> tuple[dict[str, np.ndarray], Callable]:
+    def plan(
+        self, settings: ExplanationSettings, rows: Sequence[dict]
+    ) -> tuple[dict[str, np.ndarray], Callable]:
         """The model feed holding ``rows`` then every hybrid row, and how to read the answer.
 
         The caller runs the model once on the feed (``rows`` first, so their own scores are the
@@ -154,9 +157,10 @@ class Explainer:
             for i, (method, size, extra) in enumerate(layouts):
                 hybrid = scores[offset : offset + size]
                 offset += size
-                values = (
-                    self._read_ice(own[i], hybrid) if method == "ICE" else self._read_shapley(own[i], hybrid, extra)
-                )
+                if method == "ICE":
+                    values = self._read_ice(own[i], hybrid)
+                else:
+                    values = self._read_shapley(own[i], hybrid, extra)
                 answers.append(_top(self.names, values, settings.n_explanations))
             return answers
 
@@ -174,7 +178,9 @@ class Explainer:
     def _read_ice(self, own: float, hybrid: np.ndarray) -> np.ndarray:
         return own - hybrid.reshape(len(self.names), self.background_size).mean(axis=1)
 
-    def _shapley(self, x: dict[str, np.ndarray], steps: int, seed: int) -> tuple[dict[str, np.ndarray], tuple]:
+    def _shapley(
+        self, x: dict[str, np.ndarray], steps: int, seed: int
+    ) -> tuple[dict[str, np.ndarray], tuple]:
         rng = np.random.default_rng(seed)
         features, size = len(self.names), self.background_size
         cycles = -(-steps // size)

@@ -83,7 +83,9 @@ def _dispatch(body: dict) -> None:
     _optional_object(body, "dispatch", "dispatch")
     for key, value in (body.get("dispatch") or {}).items():
         if key not in ("forcedGeneration", "dispatchKey"):
-            raise MalformedRequest(f"unknown dispatch setting {key!r}", "known: forcedGeneration, dispatchKey")
+            raise MalformedRequest(
+                f"unknown dispatch setting {key!r}", "known: forcedGeneration, dispatchKey"
+            )
         if value is not None and type(value) is not str:
             raise MalformedRequest(f"dispatch.{key} must be a string")
 
@@ -184,14 +186,18 @@ class PredictionHandler:
 
     def _envelope(self, body: object, field: str, example: str) -> dict:
         if type(body) is not dict or field not in body:
-            raise MalformedRequest(f"the body must be a JSON object with {field!r}", f"the body must be {example}")
+            raise MalformedRequest(
+                f"the body must be a JSON object with {field!r}", f"the body must be {example}"
+            )
         _dispatch(body)
         return body
 
     def _features(self, value: object, where: str) -> dict:
         features = self._validate(value, where)
         if type(value) is dict and not value:
-            raise InvalidFeatures(f"{where} is empty", f"{where} needs at least a lookup key or the model's inputs")
+            raise InvalidFeatures(
+                f"{where} is empty", f"{where} needs at least a lookup key or the model's inputs"
+            )
         return features
 
     def _score(self, rows: list[dict], settings, timing: Timing) -> list[dict]:

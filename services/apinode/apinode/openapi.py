@@ -21,7 +21,8 @@ _ERROR_STATUSES = {
     "408": "Body not received in time",
     "409": "Several records for the key (when the policy is fail on a lookup, error on an enrichment)",
     "413": "Body, batch or explanation cost over the configured limit",
-    "415": "Body declared as something other than JSON (JSON, form-urlencoded, text/plain and none are read as JSON)",
+    "415": "Body declared as something other than JSON (JSON, form-urlencoded, text/plain and no "
+    "content type are read as JSON)",
     "503": "A data source or the enrichment service is unavailable, or the service is not ready",
 }
 _REF = "#/components/schemas/"
@@ -61,7 +62,8 @@ def _lenient_alternative(spec: ColumnSpec) -> dict | None:
     if spec.type in ("integer", "number"):
         return {"type": "string", "pattern": NUMBER_PATTERN, "description": "a number written as a string"}
     if spec.type == "date":
-        return {"type": "string", "pattern": ISO_TIMESTAMP_PATTERN, "description": "an ISO timestamp (its UTC date)"}
+        timestamp = "an ISO timestamp (its UTC date)"
+        return {"type": "string", "pattern": ISO_TIMESTAMP_PATTERN, "description": timestamp}
     if spec.type == "boolean":
         return {"type": "string", "enum": list(BOOLEAN_STRINGS)}
     if spec.type == "string" and spec.pattern is None and spec.enum is None:
@@ -90,7 +92,9 @@ def _operation(summary: str, request: dict, answer: dict, tag: str) -> dict:
             "content": {"application/json": {"schema": _ref("Error")}},
         }
     for response in responses.values():
-        response["headers"] = {"DSS-API-Version": {"schema": {"type": "string"}, "description": "API version"}}
+        response["headers"] = {
+            "DSS-API-Version": {"schema": {"type": "string"}, "description": "API version"}
+        }
     return {
         "post": {
             "summary": summary,
@@ -140,7 +144,12 @@ def _components(feature_count: int) -> dict:
                         "maximum": feature_count,
                         "nullable": True,
                     },
-                    "nMonteCarloSteps": {"type": "integer", "minimum": low, "maximum": high, "nullable": True},
+                    "nMonteCarloSteps": {
+                        "type": "integer",
+                        "minimum": low,
+                        "maximum": high,
+                        "nullable": True,
+                    },
                 }
             )
         ),
@@ -234,7 +243,12 @@ def _predictions(definition: ServiceDefinition, base: str, limit: int, paths: di
                 "ignored": {"type": "boolean"},
                 "ignoreReason": {
                     "type": "string",
-                    "enum": ["MISSING_LOOKUP_KEY", "NO_LOOKUP_MATCH", "MULTIPLE_LOOKUP_MATCHES", "MISSING_FEATURES"],
+                    "enum": [
+                        "MISSING_LOOKUP_KEY",
+                        "NO_LOOKUP_MATCH",
+                        "MULTIPLE_LOOKUP_MATCHES",
+                        "MISSING_FEATURES",
+                    ],
                 },
                 "errorType": {"type": "string"},
                 "message": {"type": "string"},
@@ -251,7 +265,9 @@ def _predictions(definition: ServiceDefinition, base: str, limit: int, paths: di
         )
         paths[f"{base}/{name}/predict"] = _operation(
             "Score one record; missing features are looked up by key",
-            _object({"features": features, "context": _ref("Context"), **envelope}, ["features"], closed=False),
+            _object(
+                {"features": features, "context": _ref("Context"), **envelope}, ["features"], closed=False
+            ),
             single,
             name,
         )

@@ -18,7 +18,10 @@ from .errors import RequestTimeout, ServerBusy
 
 def _answer(error: RequestTimeout) -> bytes:
     body = orjson.dumps(error.body())
-    head = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    head = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"dss-api-version: 1\r\nconnection: close\r\n"  # Dataiku sends it on every answer (app.py)
+    )
     return head + b"content-length: %d\r\n\r\n" % len(body) + body
 
 
@@ -33,6 +36,7 @@ def _refusal(max_connections: int):
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
         (b"retry-after", b"1"),
+        (b"dss-api-version", b"1"),
     ]
 
     async def refuse(scope, receive, send) -> None:
