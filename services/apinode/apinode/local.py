@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         print(
-            f"\ncustomer-features  http://{HOST}:{args.features_port}  (lookups: demographics, behavior, profile)\n"
+            f"\ncustomer-features  http://{HOST}:{args.features_port}  "
+            "(lookups: demographics, behavior, profile)\n"
             f"customer-scoring   http://{HOST}:{args.scoring_port}  (high-spender, enriching through "
             f"customer-features)\n\nTry:\n  {curl}\n\n(HTTP {status}) {answer.decode(errors='replace')}\n\n"
             f"Docs (try it with the key {key!r} as the username, blank password):\n"
