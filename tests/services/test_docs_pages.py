@@ -125,5 +125,5 @@ def test_scoring_product_page_says_where_remote_features_come_from():
     definition = load_definition(REPO / "services" / "customer-scoring", {"APINODE_ENRICHMENT": "remote", "APINODE_FEATURES_API_KEY": "k"})
     runtime = types.SimpleNamespace(sources={})
     page = DocsPages(definition, runtime, {}).product_page().decode()
-    assert "looked up from <code>customer-features</code> endpoint <code>demographics</code>" in page
+    assert "looked up from <code>customer-features</code> endpoint <code>profile</code>" in page  # both lookups share profile
     assert "<code>high-spender.onnx</code>" in page
