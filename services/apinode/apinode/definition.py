@@ -121,7 +121,7 @@ class ExplanationSettings:
     method: str = "ICE"
     n_explanations: int = 3
     n_monte_carlo_steps: int = 100
-    max_rows: int = 250_000  # model rows one request may cost (413 beyond)
+    max_rows: int = 120_000  # model rows one request may cost (413 beyond)
 
 
 @dataclass(frozen=True)

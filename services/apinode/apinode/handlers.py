@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from .definition import LookupEndpoint, PredictionEndpoint, ServiceDefinition
@@ -230,6 +231,13 @@ class PredictionHandler:
             results.append(result)
         return results
 
+    async def _scored(self, rows: list[dict], settings, timing: Timing) -> list[dict]:
+        if settings is None:
+            return self._score(rows, settings, timing)
+        # Explanations cost up to max_rows model rows (a second or more): off the event loop, so
+        # other requests keep being answered meanwhile (onnxruntime's run is thread-safe).
+        return await asyncio.to_thread(self._score, rows, settings, timing)
+
     async def one(self, body: object, timing: Timing) -> dict:
         body = self._envelope(body, "features", '{"features": {...}}')
         _optional_object(body, "context", "context")
@@ -244,7 +252,7 @@ class PredictionHandler:
             timing.lap("enrich")
             return {"result": _ignored(problem), "apiContext": self._context, "timing": timing.done()}
         timing.lap("enrich")
-        (result,) = self._score([features], settings, timing)
+        (result,) = await self._scored([features], settings, timing)
         return {"result": result, "apiContext": self._context, "timing": timing.done()}
 
     async def many(self, body: object, timing: Timing) -> dict:
@@ -256,7 +264,7 @@ class PredictionHandler:
         problems = await self._runtime.enrichers[self.endpoint.name].complete(rows)
         timing.lap("enrich")
         scorable = [row for row, problem in zip(rows, problems) if problem is None]
-        scores = iter(self._score(scorable, settings, timing) if scorable else [])
+        scores = iter(await self._scored(scorable, settings, timing) if scorable else [])
         results = [next(scores) if problem is None else _ignored(problem) for problem in problems]
         return {"results": results, "apiContext": self._context, "timing": timing.done()}
 
