@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra.policies import FEATURES, NetworkPolicies, NetworkPoliciesArgs, calls_features
+from infra.authz import MeshPolicies, MeshPoliciesArgs, mesh_namespace_labels
+from infra.network import subnet_cidrs
+from infra.policies import FEATURES, NetworkPolicies, NetworkPoliciesArgs, calls_features, client_blocks
 from infra.settings import ServiceSettings, StackSettings
 from infra.workload import Upstream, Workload, WorkloadArgs, cluster_url
 
@@ -31,7 +33,14 @@ def namespace_labels(settings: StackSettings) -> dict[str, str]:
         **common_labels(settings),
         **{f"pod-security.kubernetes.io/{mode}": POD_SECURITY for mode in ("enforce", "audit", "warn")},
         **{f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "audit", "warn")},
+        **mesh_namespace_labels(),
     }
+
+
+def subnets(settings: StackSettings) -> tuple[list[str], list[str]]:
+    """(pod subnets, public subnets): under the VPC CNI pods take addresses of the private node subnets."""
+    pairs = subnet_cidrs(settings.network.cidr, settings.network.availability_zones)
+    return [private for _, private in pairs], [public for public, _ in pairs]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +50,8 @@ class ServiceMeshArgs:
     settings: StackSettings
     image_refs: Mapping[str, pulumi.Input[str]]  # service id -> "<repository>@sha256:<digest>"
     vpc_cidr: str
+    # What must exist before the namespace's pods and mesh resources (the Istio component's `ready`).
+    mesh_ready: Sequence[pulumi.Resource] = ()
 
 
 class ServiceMesh(pulumi.ComponentResource):
@@ -65,9 +76,22 @@ class ServiceMesh(pulumi.ComponentResource):
             opts=child)
         in_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace]))
 
-        NetworkPolicies(f"{name}-policies", NetworkPoliciesArgs(
+        pod_subnets, public_subnets = subnets(settings)
+        consumers = settings.mesh.consumers
+        policies = NetworkPolicies(f"{name}-policies", NetworkPoliciesArgs(
             namespace=settings.namespace, services=settings.services, exposure=settings.exposure,
-            database=settings.database, vpc_cidr=args.vpc_cidr, labels=labels), opts=in_namespace)
+            database=settings.database, pod_subnets=pod_subnets, public_subnets=public_subnets,
+            consumer_namespaces=sorted({c.namespace for c in consumers}), labels=labels), opts=in_namespace)
+        mesh_policies = MeshPolicies(f"{name}-mesh-policies", MeshPoliciesArgs(
+            namespace=settings.namespace, services=settings.services, consumers=consumers,
+            client_blocks=[b["cidr"] for b in client_blocks(settings.exposure, pod_subnets, public_subnets)],
+            pod_subnets=pod_subnets, labels=labels),
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(
+                depends_on=[namespace, *args.mesh_ready])))
+        # A pod starts only once its policies exist: never a moment unrestricted, or refused by a
+        # policy that is still missing (the ztunnel ALLOW of the waypoint, the HBONE NetworkPolicies).
+        guarded = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(
+            depends_on=[namespace, *policies.policies, *mesh_policies.resources, *args.mesh_ready]))
 
         client_keys = {service.id: self._client_key(name, service) for service in settings.services}
         # Scoring presents its own key to features, never a client's: it can be rotated on its own.
@@ -96,7 +120,7 @@ class ServiceMesh(pulumi.ComponentResource):
                 accepted_api_keys=accepted,
                 database=settings.database if service.source == "sql" else None,
                 upstream=upstream,
-            ), opts=in_namespace)
+            ), opts=guarded)
 
         self.namespace = namespace.metadata.apply(lambda metadata: metadata.name)
         self.endpoints = pulumi.Output.all(**{sid: w.endpoint for sid, w in workloads.items()})

@@ -8,6 +8,7 @@ from infra.access import deploying_principal, refuse_deployer_as_listed_admin
 from infra.cluster import Cluster, ClusterArgs, cluster_name
 from infra.config import ConfigError, settings_from_pulumi
 from infra.image import ServiceImage, ServiceImageArgs
+from infra.istio import Istio, IstioArgs
 from infra.mesh import ServiceMesh, ServiceMeshArgs
 from infra.network import Network, NetworkArgs
 from infra.registry import Registry, RegistryArgs
@@ -47,8 +48,9 @@ def deploy(settings: StackSettings) -> None:
     pulumi.export("ecrRepositoryUrls", registry.repository_urls)
     pulumi.export("imageRefs", image_refs)
 
+    istio = Istio("istio", IstioArgs(settings=settings), opts=pulumi.ResourceOptions(provider=cluster.provider))
     mesh = ServiceMesh("mesh", ServiceMeshArgs(
-        settings=settings, image_refs=image_refs, vpc_cidr=settings.network.cidr,
+        settings=settings, image_refs=image_refs, vpc_cidr=settings.network.cidr, mesh_ready=istio.ready,
     ), opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=cluster.workload_dependencies))
     pulumi.export("serviceEndpoints", mesh.endpoints)
     pulumi.export("apiKeys", pulumi.Output.secret(mesh.api_keys))

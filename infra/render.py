@@ -24,6 +24,10 @@ SECRET_PLACEHOLDER = "<secret>"
 # Apply order, which is also the reading order: the namespace, its policies, then each service.
 KIND_ORDER = ("Namespace", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Secret", "Deployment", "Service",
               "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+# Custom resources (Istio, Gateway API) after the built-in kinds: their controllers must run first.
+CUSTOM_KIND_ORDER = ("PeerAuthentication", "AuthorizationPolicy", "Gateway")
+# A Helm release is not a manifest: its chart, version and values are asserted in tests/infra/test_istio.py.
+_NOT_MANIFESTS = ("kubernetes:helm.sh/",)
 _TOP_LEVEL = ("apiVersion", "kind", "metadata")
 
 
@@ -46,7 +50,8 @@ def _sorted(value: Any) -> Any:
 
 def to_manifest(resource: Captured) -> dict[str, Any] | None:
     """The manifest of one captured Kubernetes resource; None for anything else."""
-    if not resource.type.startswith("kubernetes:") or not resource.custom:
+    if not resource.type.startswith("kubernetes:") or not resource.custom \
+            or resource.type.startswith(_NOT_MANIFESTS):
         return None
     kind = resource.type.rsplit(":", 1)[1]
     if resource.secret_inputs and kind != "Secret":
@@ -68,7 +73,8 @@ def to_manifest(resource: Captured) -> dict[str, Any] | None:
 
 def _order(manifest: dict[str, Any]) -> tuple[int, str, str]:
     kind = manifest["kind"]
-    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    order = (*KIND_ORDER, *CUSTOM_KIND_ORDER)
+    rank = order.index(kind) if kind in order else len(order)
     return rank, manifest["metadata"].get("namespace", ""), manifest["metadata"]["name"]
 
 
@@ -80,7 +86,10 @@ def manifests(resources: Iterable[Captured]) -> list[dict[str, Any]]:
 
 def file_name(manifest: dict[str, Any]) -> str:
     rank = _order(manifest)[0]
-    return f"{rank:02d}-{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml"
+    meta = manifest["metadata"]
+    # Custom resources of the same name live in several namespaces (PeerAuthentication "default").
+    scope = f"{meta['namespace']}-" if manifest["kind"] in CUSTOM_KIND_ORDER and meta.get("namespace") else ""
+    return f"{rank:02d}-{manifest['kind'].lower()}-{scope}{meta['name']}.yaml"
 
 
 def write(stack: str, items: list[dict[str, Any]], out: Path) -> list[Path]:

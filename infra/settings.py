@@ -141,6 +141,26 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Consumer:
+    """A workload of another team allowed to call customer-features, by its mesh identity."""
+
+    namespace: str
+    service_account: str
+
+    @property
+    def principal(self) -> str:
+        """The SPIFFE identity ztunnel proves with mTLS (trust domain cluster.local)."""
+        return f"cluster.local/ns/{self.namespace}/sa/{self.service_account}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshSettings:
+    """The Istio ambient mesh around the services: who besides customer-scoring calls customer-features."""
+
+    consumers: tuple[Consumer, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class StackSettings:
     """Everything one stack (environment) declares."""
 
@@ -157,6 +177,7 @@ class StackSettings:
     services: tuple[ServiceSettings, ...]
     source_repository: str | None = None  # the images' org.opencontainers.image.source label
     protect: bool = False  # cluster, KMS key and ECR repositories refuse deletion
+    mesh: MeshSettings = field(default_factory=MeshSettings)
 
     @property
     def name(self) -> str:

@@ -194,7 +194,9 @@ def service_spec(service: ServiceSettings, exposure: ExposureSettings) -> tuple[
     annotations: dict[str, str] = {}
     if exposure.type == "NodePort":
         spec["type"] = "NodePort"
-        spec["externalTrafficPolicy"] = "Cluster"
+        # Local keeps the client address: with Cluster a node rewrites it to its own, an address of
+        # the pod subnets, which no NetworkPolicy or mesh rule can tell apart from a pod.
+        spec["externalTrafficPolicy"] = "Local"
         if service.id in NODE_PORTS:
             port["nodePort"] = NODE_PORTS[service.id]
     elif exposure.type == "LoadBalancer":

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from infra.mocks import DUMMY_SECRETS, ROOT, run_stack, stack_config
+from infra.policies import HBONE_PORT
 from infra.render import SECRET_PLACEHOLDER, manifests, write
 
 STACKS = ("dev", "prod")
@@ -50,9 +51,19 @@ def kubernetes_validate(paths: list[Path], version: str) -> subprocess.Completed
                            *map(str, paths)], capture_output=True, text=True, timeout=300)
 
 
+CRD_SCHEMAS = Path(__file__).with_name("crds")  # <group>/<kind>_<version>.json, see test_custom_resources.py
+
+
+def built_in(paths: list[Path]) -> list[Path]:
+    """Manifests of Kubernetes' own kinds: those whose API group has no schema folder under crds/."""
+    custom = {folder.name for folder in CRD_SCHEMAS.iterdir() if folder.is_dir()}
+    return [p for p in paths if yaml.safe_load(p.read_text())["apiVersion"].rpartition("/")[0] not in custom]
+
+
 def test_every_manifest_validates_strictly_against_the_configured_kubernetes_version(
         rendered: tuple[str, list[Path]]) -> None:
     stack, paths = rendered
+    paths = built_in(paths)
     version = kubernetes_version(stack)
     result = kubernetes_validate(paths, version)
     assert result.returncode == 0, f"{stack}:\n{result.stdout}{result.stderr}"
@@ -94,7 +105,8 @@ def test_checkov_finds_nothing_but_the_listed_exceptions(rendered: tuple[str, li
     checked = {Path(c["file_path"]).name for key in ("passed_checks", "failed_checks")
                for c in report["results"][key]}
     # checkov has no checks for Namespace, NetworkPolicy, HPA or PDB; every other kind must be read.
-    unchecked_kinds = ("namespace", "networkpolicy", "horizontalpodautoscaler", "poddisruptionbudget")
+    unchecked_kinds = ("namespace", "networkpolicy", "horizontalpodautoscaler", "poddisruptionbudget",
+                       "peerauthentication", "authorizationpolicy", "gateway")
     expected = {p.name for p in paths if p.name.split("-", 2)[1] not in unchecked_kinds}
     assert checked == expected, "checkov must have checked every workload manifest"
     assert report["summary"]["passed"] >= 10 * len(expected), report["summary"]
@@ -136,13 +148,18 @@ def wiring_problems(items: list[dict[str, Any]]) -> list[str]:
         by_kind.setdefault(item["kind"], {})[(meta.get("namespace", ""), meta["name"])] = item
     pods = [(ns, d["spec"]["template"]["metadata"]["labels"], d["spec"]["template"]["spec"])
             for (ns, _), d in by_kind.get("Deployment", {}).items()]
+    # Istio deploys a waypoint's pods itself, labelled with the Gateway's name, listening on HBONE.
+    pods += [(ns, {"gateway.networking.k8s.io/gateway-name": name},
+              {"containers": [{"ports": [{"containerPort": HBONE_PORT}]}]})
+             for (ns, name), g in by_kind.get("Gateway", {}).items() if g["spec"]["gatewayClassName"] == "istio-waypoint"]
 
     def matched(namespace: str, selector: dict[str, Any]) -> list[dict[str, Any]]:
         return [spec for ns, labels, spec in pods if ns == namespace and selects(selector, labels)]
 
     def ports(specs: list[dict[str, Any]]) -> set[Any]:
+        # Every pod of an ambient namespace also takes HBONE on 15008 (ztunnel listens in its network namespace).
         return {p[k] for s in specs for c in s["containers"] for p in c.get("ports", []) for k in ("name",
-                "containerPort") if k in p}
+                "containerPort") if k in p} | ({HBONE_PORT} if specs else set())
 
     problems = []
     for (ns, name), deployment in by_kind.get("Deployment", {}).items():
@@ -219,7 +236,8 @@ def test_selectors_and_references_reach_their_targets(stack: str) -> None:
 
 
 def test_ingress_exposure_is_wired_too() -> None:
-    exposure = {"type": "Ingress", "clientCidrs": ["10.40.0.0/16"], "host": "mesh.example.com"}
+    # Internet-facing: an internal ALB's addresses are in the pod subnets and are refused (test_zero_trust.py).
+    exposure = {"type": "Ingress", "clientCidrs": ["10.40.0.0/16"], "host": "mesh.example.com", "internal": False}
     items = manifests(run_stack("prod", overrides={"data-mesh:exposure": json.dumps(exposure)}).resources)
     assert any(m["kind"] == "Ingress" for m in items)
     assert wiring_problems(items) == []
@@ -235,12 +253,15 @@ def _broken(stack: str, kind: str, name: str, change: Any) -> list[dict[str, Any
     ("Service", "customer-scoring",
      lambda m: m["spec"]["selector"].update({"app.kubernetes.io/name": "customer-scorin"}),
      "Service customer-scoring: selector matches no pod"),
-    ("NetworkPolicy", "allow-clients-to-customer-features",
-     lambda m: m["spec"]["podSelector"]["matchLabels"].update({"app.kubernetes.io/name": "features"}),
+    ("NetworkPolicy", "allow-clients-to-customer-scoring",
+     lambda m: m["spec"]["podSelector"]["matchLabels"].update({"app.kubernetes.io/name": "scoring"}),
      "podSelector matches no pod"),
-    ("NetworkPolicy", "allow-customer-scoring-to-customer-features",
-     lambda m: m["spec"]["egress"][0]["ports"][0].update({"port": 8081}),
+    ("NetworkPolicy", "allow-customer-scoring-to-waypoint",
+     lambda m: m["spec"]["egress"][0]["ports"][0].update({"port": 15009}),
      "egress port is not a port of the peer pods"),
+    ("NetworkPolicy", "allow-hbone-to-waypoint",
+     lambda m: m["spec"]["podSelector"]["matchLabels"].update({"gateway.networking.k8s.io/gateway-name": "wp"}),
+     "podSelector matches no pod"),
     ("PodDisruptionBudget", "customer-features",
      lambda m: m["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/name": "x"}),
      "PodDisruptionBudget customer-features: selector matches no pod"),

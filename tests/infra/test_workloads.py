@@ -14,7 +14,6 @@ import pytest
 
 from infra.config import SERVICE_IDS, parse_settings, stack_file_config
 from infra.mocks import DUMMY_SECRETS, ROOT, StackRun, run_stack
-from infra.policies import client_sources, policy_specs
 from infra.render import manifests
 from infra.workload import NODE_PORTS, config_data
 
@@ -234,31 +233,6 @@ def test_no_secret_value_in_plain_text(stack: str) -> None:
         assert not leaked, f"{stack}: a secret value appears in plain text in {label}"
 
 
-def test_policy_specs_cover_each_permitted_flow() -> None:
-    settings = _settings("prod")
-    specs = policy_specs(services=settings.services, exposure=settings.exposure, database=settings.database,
-                         vpc_cidr=settings.network.cidr)
-    assert specs["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    dns = specs["allow-dns"]["egress"][0]
-    assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
-    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
-    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
-    database = specs["allow-customer-features-to-database"]["egress"][0]
-    assert database == {"to": [{"ipBlock": {"cidr": "10.60.0.0/24"}}], "ports": [{"protocol": "TCP", "port": 5432}]}
-    assert "allow-customer-scoring-to-database" not in specs, "scoring has no database"
-    clients = specs["allow-clients-to-customer-scoring"]["ingress"][0]
-    assert [peer["ipBlock"]["cidr"] for peer in clients["from"]] == ["10.40.0.0/16", "10.50.0.0/16"]
-    assert clients["ports"] == [{"protocol": "TCP", "port": 8080}]
-
-
-def test_dev_has_no_database_egress_and_nodeport_path_is_the_vpc() -> None:
-    names = set(of_kind("dev", "NetworkPolicy"))
-    assert not any(name.endswith("-to-database") for name in names)
-    assert "allow-customer-features-to-database" in set(of_kind("prod", "NetworkPolicy"))
-    exposure = _settings("dev").exposure
-    assert client_sources(exposure, "10.99.0.0/16") == [*exposure.client_cidrs, "10.99.0.0/16"]
-
-
 def test_config_data_names_secret_files_never_values() -> None:
     settings = _settings("prod")
     data = config_data(settings.service("customer-features"), settings.database, None)
@@ -270,7 +244,8 @@ def test_config_data_names_secret_files_never_values() -> None:
 
 def test_ingress_exposure_adds_one_path_per_service_behind_clusterip() -> None:
     overrides = {"data-mesh:exposure": json.dumps({"type": "Ingress", "clientCidrs": ["10.40.0.0/16"],
-                                                   "host": "mesh.example.com", "ingressClass": "alb"})}
+                                                   "host": "mesh.example.com", "ingressClass": "alb",
+                                                   "internal": False})}  # internal ALBs: test_zero_trust.py
     run = run_stack("prod", overrides=overrides)
     found = {m["metadata"]["name"]: m for m in manifests(run.resources)}
     ingresses = [m for m in manifests(run.resources) if m["kind"] == "Ingress"]
