@@ -48,7 +48,7 @@ data: install
 	$(PY) -m flow all
 
 render: install
-	$(PY) -m infra.render --stack $(STACK) --out rendered/$(STACK)
+	$(PY) -m infra.render --stack $(STACK) --out rendered/$(STACK) --docs docs/kubernetes.md
 
 bench: install
 	bench/run

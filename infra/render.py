@@ -128,10 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.render", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True, help="stack name, reads Pulumi.<stack>.yaml (dev, prod)")
     parser.add_argument("--out", type=Path, help="output folder (default: rendered/<stack>)")
+    parser.add_argument("--docs", type=Path, help="also rewrite the stack's connectivity table in this file "
+                        "(make render passes docs/kubernetes.md)")
     args = parser.parse_args(argv)
     out = args.out or Path("rendered") / args.stack
     try:
         paths = render(args.stack, out)
+        if args.docs is not None:
+            from infra.connectivity_table import write_docs
+
+            write_docs(args.stack, args.docs)
+            print(f"render: connectivity table of stack {args.stack} written to {args.docs}")
     except Exception as error:  # a config error or a leak check: one line, not a traceback
         print(f"render: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
