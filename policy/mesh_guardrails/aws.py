@@ -7,6 +7,7 @@ EKS rules read both shapes.
 """
 from collections.abc import Mapping
 
+from . import ranges
 from .props import as_list, dig, is_prod
 
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
@@ -14,7 +15,6 @@ EKS_COMPONENT = "eks:index:Cluster"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 
 REQUIRED_LOG_TYPES = ("api", "audit", "authenticator")
-OPEN_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
 
 
 def ecr_scan_on_push(resource_type: str, props: Mapping, stack: str) -> list[str]:
@@ -72,9 +72,8 @@ def eks_endpoint_not_open(resource_type: str, props: Mapping, stack: str) -> lis
     # AWS defaults: the public endpoint is on and open to every address.
     if settings.get("endpointPublicAccess") is False:
         return []
-    cidrs = set(as_list(settings.get("publicAccessCidrs"))) or {"0.0.0.0/0"}
-    open_to = sorted(cidrs & OPEN_CIDRS)
-    if not open_to:
+    cidrs = [str(c) for c in as_list(settings.get("publicAccessCidrs"))] or ["0.0.0.0/0"]
+    if not ranges.is_open(cidrs):
         return []
-    return [f"EKS API endpoint is public and open to {', '.join(open_to)}: "
+    return [f"EKS API endpoint is public and open to {ranges.describe(cidrs)}: "
             "set endpoint_public_access=False or restrict public_access_cidrs to known networks"]

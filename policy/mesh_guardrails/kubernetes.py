@@ -17,8 +17,10 @@ _SECRET_WORDS = frozenset({
     "KEY", "KEYS", "APIKEY", "APIKEYS", "CREDENTIAL", "CREDENTIALS",
 })
 _WORD_BOUNDARY = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
-# user:password@ inside a URL is a credential whatever the variable is called.
+# user:password@ inside a URL is a credential whatever the variable is called, and so is a
+# password=... parameter (libpq keyword strings, URL query strings, JDBC properties).
 _PASSWORD_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+_PASSWORD_PARAMETER = re.compile(r"(?i)(?:^|[\s?&;,])(?:password|passwd|pwd)=[^&\s;,]+")
 
 
 def _name(container: Mapping) -> str:
@@ -91,7 +93,8 @@ def looks_like_secret(name: str, value: object) -> bool:
     if not isinstance(value, str) or not value:
         return False
     words = [w.upper() for w in _WORD_BOUNDARY.split(name) if w]
-    return bool(words and words[-1] in _SECRET_WORDS) or bool(_PASSWORD_IN_URL.search(value))
+    return bool(words and words[-1] in _SECRET_WORDS) or bool(_PASSWORD_IN_URL.search(value)) \
+        or bool(_PASSWORD_PARAMETER.search(value))
 
 
 def no_secret_literals(resource_type: str, props: Mapping, stack: str) -> list[str]:

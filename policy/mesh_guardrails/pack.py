@@ -5,10 +5,12 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 
 from .props import stack_of
-from .rules import RULES, Rule
+from .rules import RULES, STACK_RULES, Rule, StackRule
 
 PACK_NAME = "mesh-guardrails"
 
@@ -28,8 +30,25 @@ def to_policy(rule: Rule) -> ResourceValidationPolicy:
     )
 
 
-def policies() -> list[ResourceValidationPolicy]:
-    return [to_policy(rule) for rule in RULES]
+def to_stack_policy(rule: StackRule) -> StackValidationPolicy:
+    """Wrap a stack rule: the engine hands over every resource of the stack once."""
+
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        resources = list(args.resources)
+        stack = stack_of(resources[0].urn) if resources else ""
+        for message in rule.check([(r.resource_type, r.props) for r in resources], stack):
+            report_violation(message, None)
+
+    return StackValidationPolicy(
+        name=rule.name,
+        description=rule.description,
+        validate=validate,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    )
+
+
+def policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
+    return [*(to_policy(rule) for rule in RULES), *(to_stack_policy(rule) for rule in STACK_RULES)]
 
 
 def serve() -> None:

@@ -83,7 +83,7 @@ def test_compliant_resource_passes(rule, resource_type, props):
                  "dev", "open to 0.0.0.0/0", id="eks-component-default-cidrs"),
     pytest.param(aws.eks_endpoint_not_open, aws.EKS_COMPONENT,
                  with_change(good_component(), "publicAccessCidrs", ["10.0.0.0/8", "::/0"]),
-                 "dev", "open to ::/0", id="eks-component-open-ipv6"),
+                 "dev", "::/0 (together", id="eks-component-open-ipv6"),
     pytest.param(aws.eks_endpoint_not_open, aws.EKS_CLUSTER,
                  with_change(good_cluster(), "vpcConfig.endpointPublicAccess", None),
                  "dev", "endpoint_public_access=False", id="eks-cluster-default-public"),

@@ -15,7 +15,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from policy.mesh_guardrails.pack import PACK_NAME
-from policy.mesh_guardrails.rules import RULES
+from policy.mesh_guardrails.rules import RULES, STACK_RULES
 
 PACK_DIR = Path(__file__).resolve().parent.parent
 REPO = "aws:ecr/repository:Repository"
@@ -50,7 +50,7 @@ def analyze(stub, resource_type: str, props: dict, stack: str) -> list:
 def test_pack_serves_every_rule_as_mandatory(analyzer):
     info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
     assert info.name == PACK_NAME
-    assert [p.name for p in info.policies] == [rule.name for rule in RULES]
+    assert [p.name for p in info.policies] == [rule.name for rule in (*RULES, *STACK_RULES)]
     assert {p.enforcementLevel for p in info.policies} == {analyzer_pb2.MANDATORY}
 
 
@@ -71,7 +71,8 @@ def test_image_digest_unknown_during_preview_only_warns(analyzer):
     # Before the first build, `pulumi preview` cannot know the digest: that must not block it.
     container = {"name": "app", "image": UNKNOWN_STRING_VALUE,
                  "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}
-    spec = {"securityContext": {"runAsNonRoot": True}, "containers": [container]}
+    spec = {"securityContext": {"runAsNonRoot": True}, "automountServiceAccountToken": False,
+            "containers": [container]}
     found = analyze(analyzer, DEPLOYMENT, {"spec": {"template": {"spec": spec}}}, "prod")
     assert [(d.policyName, d.enforcementLevel) for d in found] == [("images-by-digest", analyzer_pb2.ADVISORY)]
     assert "during preview" in found[0].message
@@ -85,3 +86,20 @@ def test_pack_manifest_runs_python_from_an_ignored_virtualenv():
     ignored = subprocess.run(["git", "check-ignore", "-q", str(venv / "bin" / "python")], cwd=PACK_DIR)
     assert ignored.returncode == 0, f"{venv.relative_to(PACK_DIR.parent)} is not ignored by git"
     assert "pulumi-policy==" in (PACK_DIR / "requirements.txt").read_text()
+
+
+def test_stack_rule_runs_over_the_whole_stack(analyzer):
+    """`pulumi preview` sends every resource once more to AnalyzeStack: a namespace without default-deny is caught."""
+    def resource(resource_type: str, name: str, props: dict) -> analyzer_pb2.AnalyzerResource:
+        struct = struct_pb2.Struct()
+        struct.update(props)
+        return analyzer_pb2.AnalyzerResource(type=resource_type, properties=struct, name=name,
+                                             urn=f"urn:pulumi:prod::data-mesh::{resource_type}::{name}")
+
+    spec = {"automountServiceAccountToken": False, "containers": [{"name": "app"}]}
+    request = analyzer_pb2.AnalyzeStackRequest(resources=[
+        resource(DEPLOYMENT, "app", {"metadata": {"namespace": "shop"}, "spec": {"template": {"spec": spec}}})])
+    found = list(analyzer.AnalyzeStack(request, timeout=30).diagnostics)
+    assert {d.policyName for d in found} == {"namespace-zero-trust"}
+    assert any("namespace 'shop' runs pods without a default-deny NetworkPolicy" in d.message for d in found)
+    assert {d.enforcementLevel for d in found} == {analyzer_pb2.MANDATORY}
