@@ -12,6 +12,7 @@ help:
 	@echo "make test     the whole test suite (installs what it needs, starts its own dockerd and PostgreSQL)"
 	@echo "make data     rebuild the customer datasets and the model (byte-identical)"
 	@echo "make render STACK=dev|prod   write the stack's Kubernetes manifests to rendered/<stack>/"
+	@echo "                             and its connectivity table into docs/kubernetes.md"
 	@echo "make bench    benchmark against Feast and MLflow serving; writes bench/results.md"
 	@echo "make soak     10 minutes of mixed load; report in bench/out/soak.md"
 
