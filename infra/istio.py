@@ -26,11 +26,13 @@ from infra.settings import StackSettings
 
 SYSTEM_NAMESPACE = "istio-system"  # also the mesh's root namespace: policies here apply mesh-wide
 CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
-# Istio release per Kubernetes version (docs/releases/supported-releases): 1.27 supports Kubernetes
-# 1.29 to 1.33. A Kubernetes bump must pick the Istio that supports it: tests fail on a missing row.
-ISTIO_VERSIONS = {"1.30": "1.27.3", "1.31": "1.27.3", "1.32": "1.27.3", "1.33": "1.27.3"}
-# Gateway API CRDs (standard channel) that Istio 1.27's waypoints are tested against.
-GATEWAY_API_VERSION = "v1.3.0"
+# Istio release per Kubernetes version: the latest patch (1.30.4, 2026-08-27) of Istio 1.30, released
+# after Kubernetes 1.36. Check the row of docs/releases/supported-releases before changing one; a
+# Kubernetes version without a row fails the tests (and the program) instead of guessing.
+ISTIO_VERSIONS = {"1.35": "1.30.4", "1.36": "1.30.4"}
+# Gateway API CRDs (standard channel) for the waypoint; istioctl analyze IST0176 (Istio 1.30.1)
+# flags CRDs older than the release needs.
+GATEWAY_API_VERSION = "v1.5.0"
 GATEWAY_API_CRDS = (f"https://github.com/kubernetes-sigs/gateway-api/releases/download/"
                     f"{GATEWAY_API_VERSION}/standard-install.yaml")
 # istio-cni and ztunnel are node agents (NET_ADMIN, host paths): their namespace cannot be restricted.

@@ -198,7 +198,7 @@ def test_services_wait_for_nodes_dns_cni_and_metrics(stack_run: StackRun) -> Non
 
 
 def mesh_namespace(run: StackRun) -> str:
-    return run.one("kubernetes:core/v1:Namespace").get("metadata.name")
+    return run.one("kubernetes:core/v1:Namespace", "mesh-namespace").get("metadata.name")
 
 
 # ---- protection, logs, flow-log trust ---------------------------------------------------------------

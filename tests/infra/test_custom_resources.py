@@ -2,8 +2,8 @@
 
 kubernetes-validate knows only Kubernetes' own kinds, so the Istio and Gateway API resources are
 checked here against the openAPIV3Schema of their CRDs, copied into ``tests/infra/crds/`` as
-``<group>/<kind>_<version>.json`` (Istio 1.27 ``manifests/charts/base/files/crd-all.gen.yaml``,
-Gateway API v1.3.0 ``standard-install.yaml``). Unknown fields fail (the schemas close every object
+``<group>/<kind>_<version>.json`` (from Istio's ``manifests/charts/base/files/crd-all.gen.yaml`` and
+Gateway API's ``standard-install.yaml``). Unknown fields fail (the schemas close every object
 with ``additionalProperties: false``), and so do wrong enum values: the checks are shown to fail on
 broken copies.
 """
