@@ -273,3 +273,13 @@ def test_docs_show_the_current_table(stack: str) -> None:
     assert section.strip() == markdown(stack, *_table(stack)).strip(), \
         f"docs/kubernetes.md is stale: run make render STACK={stack}"
     assert for_stack(stack).strip() == section.strip()
+
+
+def test_nodeport_keeps_the_client_address_so_the_client_rule_means_something() -> None:
+    """With externalTrafficPolicy: Cluster a node SNATs NodePort traffic to its own address
+    (kubernetes.io/docs/tutorials/services/source-ip, "Source IP for Services with Type=NodePort"):
+    under the VPC CNI that is an address of the pod subnets, which the client rule must refuse, so
+    dev's clients would be refused while any node could pass for a client. Local keeps the client's."""
+    services = {m["metadata"]["name"]: m for m in _manifests("dev") if m["kind"] == "Service"}
+    assert {s["spec"]["type"] for s in services.values()} == {"NodePort"}
+    assert {s["spec"]["externalTrafficPolicy"] for s in services.values()} == {"Local"}
