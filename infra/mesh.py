@@ -43,6 +43,15 @@ def subnets(settings: StackSettings) -> tuple[list[str], list[str]]:
     return [private for _, private in pairs], [public for public, _ in pairs]
 
 
+def admitted_callers(service: ServiceSettings, settings: StackSettings) -> tuple[str, ...]:
+    """Who may call a service, as its data-product page names them: workload identities for
+    customer-features (scoring and the listed consumers), client ranges for the others."""
+    if service.id == FEATURES:
+        callers = [f"{settings.namespace}/{s.id}" for s in settings.services if calls_features(s)]
+        return tuple(callers + [f"{c.namespace}/{c.service_account}" for c in settings.mesh.consumers])
+    return tuple(f"clients in {cidr}" for cidr in settings.exposure.client_cidrs)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServiceMeshArgs:
     """The stack's settings, each service's image by digest, and the VPC range traffic arrives from."""
@@ -120,6 +129,7 @@ class ServiceMesh(pulumi.ComponentResource):
                 accepted_api_keys=accepted,
                 database=settings.database if service.source == "sql" else None,
                 upstream=upstream,
+                callers=admitted_callers(service, settings),
             ), opts=guarded)
 
         self.namespace = namespace.metadata.apply(lambda metadata: metadata.name)

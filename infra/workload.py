@@ -49,9 +49,11 @@ def cluster_url(service_id: str, namespace: str, port: int) -> str:
 
 
 def config_data(service: ServiceSettings, database: DatabaseSettings | None,
-                upstream_url: str | None) -> dict[str, str]:
+                upstream_url: str | None, callers: Sequence[str] = ()) -> dict[str, str]:
     """Non-secret runtime settings (the ConfigMap): paths to secret files, never secret values."""
     data = {"APINODE_API_KEYS_FILE": f"{SECRETS_DIR}/{API_KEYS}", "APINODE_GRACE_SECONDS": str(DRAIN_SECONDS)}
+    if callers:  # shown on the service's data-product page (who may call it)
+        data["APINODE_CONSUMERS"] = ",".join(callers)
     if service.enrichment is not None:
         data["APINODE_ENRICHMENT"] = service.enrichment
     if upstream_url is not None:
@@ -263,6 +265,7 @@ class WorkloadArgs:
     accepted_api_keys: Sequence[pulumi.Input[str]]
     database: DatabaseSettings | None = None
     upstream: Upstream | None = None
+    callers: Sequence[str] = ()  # who the mesh and the policies admit, for the data-product page
 
 
 class Workload(pulumi.ComponentResource):
@@ -286,7 +289,7 @@ class Workload(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(
             f"{name}-account", metadata=meta(sid), automount_service_account_token=False, opts=child)
 
-        data = config_data(service, args.database, args.upstream.url if args.upstream else None)
+        data = config_data(service, args.database, args.upstream.url if args.upstream else None, args.callers)
         checksum = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta(f"{sid}-config"), data=data, opts=child)
 

@@ -297,3 +297,15 @@ def test_rotating_a_secret_rolls_the_pods_without_showing_it(service_id: str) ->
         assert before["checksum/secrets"] == after["checksum/secrets"], "an untouched service must not roll"
     assert len(after["checksum/secrets"]) == 64
     assert "rotated-features-key" not in json.dumps(after)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_data_product_pages_name_who_the_stack_admits(stack):
+    """The product page (apinode/docs.py) reads APINODE_CONSUMERS: the same list the mesh admits."""
+    settings = _settings(stack)
+    features = of_kind(stack, "ConfigMap")["customer-features-config"]["data"]["APINODE_CONSUMERS"].split(",")
+    assert features[0] == f"{NAMESPACE}/customer-scoring"
+    assert features[1:] == [f"{c.namespace}/{c.service_account}" for c in settings.mesh.consumers]
+    assert settings.mesh.consumers, f"{stack} lists no consumer: the page would show only scoring"
+    scoring = of_kind(stack, "ConfigMap")["customer-scoring-config"]["data"]["APINODE_CONSUMERS"].split(",")
+    assert scoring == [f"clients in {cidr}" for cidr in settings.exposure.client_cidrs]

@@ -244,7 +244,7 @@ class DocsPages:
     def _callers_section(self) -> str:
         if self._consumers:
             items = "".join(f"<li><code>{html.escape(c)}</code></li>" for c in self._consumers)
-            who = f"<p>The mesh admits these workload identities:</p><ul>{items}</ul>"
+            who = f"<p>Admitted by this deployment (mesh identities, or client ranges):</p><ul>{items}</ul>"
         else:
             who = "<p>No consumers listed for this deployment: any caller holding an API key.</p>"
         return f"<section id='callers'><h2>Who may call it</h2>{who}<p>Every call needs an API key.</p></section>"
