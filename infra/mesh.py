@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -41,6 +41,8 @@ class ServiceMeshArgs:
     settings: StackSettings
     image_refs: Mapping[str, pulumi.Input[str]]  # service id -> "<repository>@sha256:<digest>"
     vpc_cidr: str
+    # Controllers whose webhooks admit the Services and Ingresses (the load balancer controller).
+    exposure_depends_on: Sequence[pulumi.Resource] = ()
 
 
 class ServiceMesh(pulumi.ComponentResource):
@@ -96,6 +98,7 @@ class ServiceMesh(pulumi.ComponentResource):
                 accepted_api_keys=accepted,
                 database=settings.database if service.source == "sql" else None,
                 upstream=upstream,
+                exposure_depends_on=args.exposure_depends_on,
             ), opts=in_namespace)
 
         self.namespace = namespace.metadata.apply(lambda metadata: metadata.name)

@@ -36,14 +36,15 @@ def calls_features(service: ServiceSettings) -> bool:
 def client_sources(exposure: ExposureSettings, vpc_cidr: str) -> list[str]:
     """Source ranges allowed to reach an exposed pod, as the pod sees them.
 
-    A LoadBalancer keeps the client address (``externalTrafficPolicy: Local``), so only the
-    configured client ranges are allowed. A NodePort forwards through any node (source rewritten to
-    a node address) and an Ingress through the load balancer's addresses in the VPC: for those the
-    client ranges are enforced at the load balancer or the node security group, and the VPC range is
-    the path the traffic arrives by.
+    A NodePort forwards through any node (source rewritten to a node address) and an Ingress
+    through the load balancer's addresses in the VPC: for those the client ranges are enforced at
+    the load balancer or the node security group, and the VPC range is the path the traffic arrives
+    by. A LoadBalancer (NLB, IP targets, client IP preserved) shows the client address, but its
+    health checks come from the NLB's own addresses in the VPC: without the VPC range every target
+    fails them when the clients lie outside it.
     """
     sources = list(exposure.client_cidrs)
-    if exposure.type in ("NodePort", "Ingress") and vpc_cidr not in sources:
+    if vpc_cidr not in sources:
         sources.append(vpc_cidr)
     return sources
 

@@ -25,6 +25,12 @@ SECRET_PLACEHOLDER = "<secret>"
 KIND_ORDER = ("Namespace", "NetworkPolicy", "ServiceAccount", "ConfigMap", "Secret", "Deployment", "Service",
               "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget")
 _TOP_LEVEL = ("apiVersion", "kind", "metadata")
+# API groups Kubernetes itself serves; anything else is a Helm release or an add-on's custom resource,
+# validated against the add-on's CRD schema (tests/infra/crds) rather than by kubernetes-validate.
+BUILT_IN_GROUPS = frozenset({
+    "core", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "rbac.authorization.k8s.io",
+    "storage.k8s.io", "scheduling.k8s.io", "admissionregistration.k8s.io", "apiextensions.k8s.io",
+    "coordination.k8s.io", "discovery.k8s.io", "node.k8s.io", "certificates.k8s.io"})
 
 
 def api_version(type_token: str) -> str:
@@ -44,9 +50,16 @@ def _sorted(value: Any) -> Any:
     return value
 
 
-def to_manifest(resource: Captured) -> dict[str, Any] | None:
-    """The manifest of one captured Kubernetes resource; None for anything else."""
+def built_in(resource: Captured) -> bool:
+    """A kind of Kubernetes itself (not a Helm release, not a custom resource)."""
+    return resource.type.split(":")[1].split("/")[0] in BUILT_IN_GROUPS
+
+
+def to_manifest(resource: Captured, custom: bool = False) -> dict[str, Any] | None:
+    """The manifest of one captured Kubernetes resource (built-in kinds, or custom ones); None otherwise."""
     if not resource.type.startswith("kubernetes:") or not resource.custom:
+        return None
+    if built_in(resource) == custom or resource.type.startswith("kubernetes:helm.sh/"):
         return None
     kind = resource.type.rsplit(":", 1)[1]
     if resource.secret_inputs and kind != "Secret":
@@ -73,9 +86,15 @@ def _order(manifest: dict[str, Any]) -> tuple[int, str, str]:
 
 
 def manifests(resources: Iterable[Captured]) -> list[dict[str, Any]]:
-    """Every Kubernetes manifest the run declared, in apply order."""
+    """Every Kubernetes manifest of a built-in kind the run declared, in apply order."""
     found = [m for m in (to_manifest(r) for r in resources) if m is not None]
     return sorted(found, key=_order)
+
+
+def custom_resources(resources: Iterable[Captured]) -> list[dict[str, Any]]:
+    """The add-ons' custom resources the run declared (NodePool, EC2NodeClass, IngressClassParams...)."""
+    found = [m for m in (to_manifest(r, custom=True) for r in resources) if m is not None]
+    return sorted(found, key=lambda m: (m["apiVersion"], m["kind"], m["metadata"]["name"]))
 
 
 def file_name(manifest: dict[str, Any]) -> str:
