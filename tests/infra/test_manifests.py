@@ -93,8 +93,8 @@ def test_checkov_finds_nothing_but_the_listed_exceptions(rendered: tuple[str, li
     report = checkov(paths[0].parent)
     checked = {Path(c["file_path"]).name for key in ("passed_checks", "failed_checks")
                for c in report["results"][key]}
-    # checkov has no checks for Namespace, NetworkPolicy, HPA or PDB; every other kind must be read.
-    unchecked_kinds = ("namespace", "networkpolicy", "horizontalpodautoscaler", "poddisruptionbudget")
+    # checkov has no checks for Namespace, NetworkPolicy, HPA, PDB or IngressClass; every other kind must be read.
+    unchecked_kinds = ("namespace", "networkpolicy", "horizontalpodautoscaler", "poddisruptionbudget", "ingressclass")
     expected = {p.name for p in paths if p.name.split("-", 2)[1] not in unchecked_kinds}
     assert checked == expected, "checkov must have checked every workload manifest"
     assert report["summary"]["passed"] >= 10 * len(expected), report["summary"]
