@@ -262,3 +262,35 @@ def test_controllers_wait_for_the_managed_group_and_their_pod_identity(chart: st
                        if a.inputs["serviceAccount"] in (lbc.SERVICE_ACCOUNT, "karpenter")
                        and a.inputs["serviceAccount"] == controller.inputs["values"]["serviceAccount"]["name"])
     assert depends_on(run, controller, association)
+
+
+def test_controllers_wait_for_the_pod_identity_agent_add_on_they_are_given() -> None:
+    """A Pod Identity association hands out credentials only through the eks-pod-identity-agent on
+    the node (EKS User Guide, "Set up the Amazon EKS Pod Identity Agent"): the releases wait for the
+    cluster add-ons passed in ``PlatformAddonsArgs.cluster_addons``."""
+    import pulumi_aws as aws
+
+    from infra.cluster import Cluster, ClusterArgs, cluster_name
+    from infra.config import settings_from_pulumi
+    from infra.mocks import run_program, stack_config
+    from infra.network import Network, NetworkArgs
+    from infra.platform_addons import PlatformAddons, PlatformAddonsArgs
+
+    def program() -> None:
+        settings = settings_from_pulumi()
+        network = Network("network", NetworkArgs(settings=settings, cluster_name=cluster_name(settings)))
+        cluster = Cluster("cluster", ClusterArgs(settings=settings, vpc_id=network.vpc_id,
+                                                 public_subnet_ids=network.public_subnet_ids,
+                                                 private_subnet_ids=network.private_subnet_ids))
+        agent = aws.eks.Addon("eks-pod-identity-agent", cluster_name=cluster.name,
+                              addon_name="eks-pod-identity-agent")
+        PlatformAddons("platform", PlatformAddonsArgs(settings=settings, network=network, cluster=cluster,
+                                                      cluster_addons=[agent]))
+
+    secrets = {"data-mesh:databasePassword": "pw"}
+    run = run_program("prod", {**stack_config("prod"), **secrets}, frozenset(secrets), program=program)
+    agent = run.one("aws:eks/addon:Addon", "eks-pod-identity-agent")
+    for chart in ("karpenter-crd", "karpenter", lbc.CHART):
+        assert depends_on(run, release(run, chart), agent), chart
+    for association in run.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation"):
+        assert depends_on(run, association, agent)
