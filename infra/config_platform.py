@@ -61,7 +61,8 @@ def karpenter_settings(top: _Reader, services: tuple[ServiceSettings, ...]) -> K
                                  ("capacityTypes", capacity, CAPACITY_TYPES)):
         wrong = [v for v in values if v not in allowed]
         if wrong or not values:
-            raise reader.fail(key, f"must list some of {', '.join(allowed)}; got {list(values)}", f"'[\"{allowed[0]}\"]'")
+            raise reader.fail(key, f"must list some of {', '.join(allowed)}; got {list(values)}",
+                              f"'[\"{allowed[0]}\"]'")
     ami_alias = reader.string("amiAlias", AMI_ALIAS, default=AMI_ALIAS)
     if not _AMI_ALIAS.match(ami_alias):
         raise reader.fail("amiAlias", f"'{ami_alias}' is not a pinned AL2023 release like {AMI_ALIAS} "
