@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from infra import config_cluster
-from infra.config_platform import connectivity_settings, karpenter_settings
+from infra.config_platform import PLATFORM_KEYS, platform_settings
 from infra.settings import (
     AutoscalingSettings,
     ClusterSettings,
@@ -53,7 +53,7 @@ KNOWN_KEYS = {
     "clusterAdminRoleArns", "publicEndpointCidrs", "ecr", "namespace", "exposure",
     "database", "databasePassword", "services", "tags", "sourceRepository",
     "apiAccess", "protect", "clusterLogRetentionDays",
-    "karpenter", "connectivity",
+    *PLATFORM_KEYS,
     *(api_key_config_key(service_id) for service_id in SERVICE_IDS),
 }
 SECRET_KEYS = {"databasePassword", *(k for k in KNOWN_KEYS if k.endswith("ApiKey"))}
@@ -408,8 +408,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         services=services,
         source_repository=source_repository,
         protect=config_cluster.protect(top),
-        karpenter=karpenter_settings(top, services),
-        connectivity=connectivity_settings(top, cidr, exposure, database),
+        **platform_settings(top, services, cidr, exposure, database),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infra.settings import DatabaseSettings, ExposureSettings, ServiceSettings
 from infra.settings_platform import ConnectivitySettings, KarpenterSettings
@@ -17,6 +17,7 @@ from infra.settings_platform import ConnectivitySettings, KarpenterSettings
 if TYPE_CHECKING:
     from infra.config import _Reader
 
+PLATFORM_KEYS = ("karpenter", "connectivity")
 INSTANCE_CATEGORIES = ("c", "m", "r", "t")
 CAPACITY_TYPES = ("on-demand", "spot")
 # A release of the EKS-optimized AL2023 AMI: pinned, so a new AMI reaches the nodes only when this
@@ -115,3 +116,10 @@ def connectivity_settings(top: _Reader, vpc_cidr: str, exposure: ExposureSetting
         vpc_endpoints=reader.boolean("vpcEndpoints", "true", default=True),
         external_cidrs=outside,
     )
+
+
+def platform_settings(top: _Reader, services: tuple[ServiceSettings, ...], vpc_cidr: str,
+                      exposure: ExposureSettings, database: DatabaseSettings | None) -> dict[str, Any]:
+    """The StackSettings fields of this module's keys."""
+    return {"karpenter": karpenter_settings(top, services),
+            "connectivity": connectivity_settings(top, vpc_cidr, exposure, database)}
