@@ -19,6 +19,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from infra.controllers import controller_network_policy, on_managed_nodes
 from infra.pod_identity import pod_identity_role
 from infra.settings import StackSettings
 from infra.settings_platform import KarpenterSettings
@@ -73,13 +74,6 @@ def queue_policy(queue_arn: str) -> dict[str, Any]:
         {"Sid": "DenyHTTP", "Effect": "Deny", "Principal": "*", "Action": "sqs:*", "Resource": queue_arn,
          "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
     ]}
-
-
-def on_managed_nodes() -> dict[str, Any]:
-    """Node affinity of the controllers: the managed group's nodes, never a node Karpenter launched."""
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{
-        "matchExpressions": [{"key": "karpenter.sh/nodepool", "operator": "DoesNotExist"},
-                             {"key": "eks.amazonaws.com/nodegroup", "operator": "Exists"}]}]}}}
 
 
 def controller_values(settings: StackSettings, cluster_name: str, queue_name: str) -> dict[str, Any]:
@@ -211,6 +205,10 @@ class Karpenter(pulumi.ComponentResource):
             tags=tags, opts=child, depends_on=args.depends_on)
 
         on_cluster = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(provider=args.kubernetes_provider))
+        # Karpenter 1.x serves no webhook: nothing needs to reach it (kubelet probes always may).
+        policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy", metadata={"name": "allow-karpenter", "namespace": NAMESPACE},
+            spec=controller_network_policy("karpenter"), opts=on_cluster)
         crds = k8s.helm.v3.Release(
             f"{name}-crd", name="karpenter-crd", chart=f"{CHART_REPOSITORY}/karpenter-crd", version=VERSION,
             namespace=NAMESPACE, atomic=True,
@@ -221,7 +219,7 @@ class Karpenter(pulumi.ComponentResource):
             values=pulumi.Output.all(cluster_name, queue.name).apply(
                 lambda v: controller_values(settings, v[0], v[1])),
             opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
-                depends_on=[crds, association, *node_attachments, *args.depends_on])))
+                depends_on=[crds, association, policy, *node_attachments, *args.depends_on])))
 
         after_controller = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
             depends_on=[self.controller, node_access, security_group_tag]))

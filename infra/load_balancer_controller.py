@@ -18,7 +18,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.karpenter import on_managed_nodes
+from infra.controllers import controller_network_policy, on_managed_nodes
 from infra.pod_identity import pod_identity_role
 from infra.settings import StackSettings
 
@@ -29,6 +29,7 @@ NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "aws-load-balancer-controller"
 POLICY_FILE = Path(__file__).with_name("iam") / f"aws-load-balancer-controller-v{VERSION}.json"
 INGRESS_CONTROLLER = "ingress.k8s.aws/alb"  # IngressClass spec.controller the LBC watches
+WEBHOOK_PORT = 9443  # the control plane calls the controller's admission webhooks here
 NLB_CLASS = "service.k8s.aws/nlb"  # Service spec.loadBalancerClass the LBC reconciles (docs/guide/service/nlb.md)
 
 
@@ -107,13 +108,20 @@ class LoadBalancerController(pulumi.ComponentResource):
             policies={"policy": controller_policy()}, tags=tags, opts=child, depends_on=args.depends_on)
 
         on_cluster = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(provider=args.kubernetes_provider))
+        # The API server calls the webhooks from the control plane's network interfaces in the VPC.
+        policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-network-policy", metadata={"name": "allow-aws-load-balancer-controller", "namespace": NAMESPACE},
+            spec=controller_network_policy(CHART, ingress=[{
+                "from": [{"ipBlock": {"cidr": settings.network.cidr}}],
+                "ports": [{"port": WEBHOOK_PORT, "protocol": "TCP"}]}]),
+            opts=on_cluster)
         self.controller = k8s.helm.v3.Release(
             f"{name}-controller", name=CHART, chart=CHART, version=VERSION, namespace=NAMESPACE, atomic=True,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPOSITORY),
             values=pulumi.Output.all(cluster_name, args.vpc_id).apply(
                 lambda v: controller_values(settings, v[0], v[1])),
             opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
-                depends_on=[association, *args.depends_on])))
+                depends_on=[association, policy, *args.depends_on])))
 
         # The controller's webhook admits IngressClassParams: they wait for the Release.
         after_controller = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(

@@ -294,3 +294,26 @@ def test_controllers_wait_for_the_pod_identity_agent_add_on_they_are_given() -> 
         assert depends_on(run, release(run, chart), agent), chart
     for association in run.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation"):
         assert depends_on(run, association, agent)
+
+
+@pytest.mark.parametrize(("chart", "policy_name"), [
+    ("karpenter", "allow-karpenter"), (lbc.CHART, "allow-aws-load-balancer-controller")])
+def test_controllers_have_the_network_policy_a_strict_network_policy_agent_demands(chart: str,
+                                                                                  policy_name: str) -> None:
+    """Under the VPC CNI's strict enforcing mode a pod no policy selects can reach nothing
+    (amazon-vpc-cni-k8s README, NETWORK_POLICY_ENFORCING_MODE): each controller gets DNS, HTTPS and
+    its Pod Identity credentials (169.254.170.23:80, EKS User Guide) before it starts; the load
+    balancer controller also admits its webhook port from the VPC (the control plane's interfaces)."""
+    run = _run("prod")
+    (policy,) = [p for p in run.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+                 if p.inputs["metadata"]["name"] == policy_name]
+    assert policy.inputs["metadata"]["namespace"] == "kube-system"
+    spec = policy.inputs["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": chart}}
+    assert {"to": [{"ipBlock": {"cidr": "169.254.170.23/32"}}], "ports": [{"port": 80, "protocol": "TCP"}]} \
+        in spec["egress"]
+    assert {"port": 443, "protocol": "TCP"} in spec["egress"][0]["ports"]
+    if chart == lbc.CHART:
+        assert spec["ingress"] == [{"from": [{"ipBlock": {"cidr": "10.40.0.0/16"}}],
+                                    "ports": [{"port": 9443, "protocol": "TCP"}]}]
+    assert depends_on(run, release(run, chart), policy), "the policy exists before the pods start"
