@@ -317,3 +317,11 @@ def test_controllers_have_the_network_policy_a_strict_network_policy_agent_deman
         assert spec["ingress"] == [{"from": [{"ipBlock": {"cidr": "10.40.0.0/16"}}],
                                     "ports": [{"port": 9443, "protocol": "TCP"}]}]
     assert depends_on(run, release(run, chart), policy), "the policy exists before the pods start"
+
+
+def test_in_the_program_the_controllers_wait_for_the_clusters_pod_identity_agent() -> None:
+    """The committed stacks wire ClusterAddons' eks-pod-identity-agent into the platform add-ons."""
+    run = _run("prod")
+    (agent,) = [a for a in run.of_type("aws:eks/addon:Addon") if a.inputs["addonName"] == "eks-pod-identity-agent"]
+    for chart in ("karpenter-crd", "karpenter", lbc.CHART):
+        assert depends_on(run, release(run, chart), agent), chart
