@@ -57,6 +57,7 @@ class Cluster(pulumi.ComponentResource):
     name: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
     oidc_provider_arn: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]  # EKS's cluster security group: control plane and nodes
     provider: k8s.Provider
     addons: ClusterAddons
     node_group: eks.ManagedNodeGroup
@@ -217,10 +218,12 @@ class Cluster(pulumi.ComponentResource):
         self.node_group = self.addons.nodes
 
         self.oidc_provider_arn = self._eks.oidc_provider_arn
+        self.security_group_id = self._eks.cluster_security_group_id
         self.register_outputs({
             "name": self.name,
             "kubeconfig": self.kubeconfig,
             "oidc_provider_arn": self.oidc_provider_arn,
+            "security_group_id": self.security_group_id,
         })
 
     @property

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from infra import config_cluster
 from infra.config_mesh import parse_consumers
+from infra.config_platform import PLATFORM_KEYS, platform_settings
 from infra.settings import (
     AutoscalingSettings,
     ClusterSettings,
@@ -54,6 +55,7 @@ KNOWN_KEYS = {
     "database", "databasePassword", "services", "tags", "sourceRepository",
     "apiAccess", "protect", "clusterLogRetentionDays",
     "consumers",
+    *PLATFORM_KEYS,
     *(api_key_config_key(service_id) for service_id in SERVICE_IDS),
 }
 SECRET_KEYS = {"databasePassword", *(k for k in KNOWN_KEYS if k.endswith("ApiKey"))}
@@ -409,6 +411,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         source_repository=source_repository,
         protect=config_cluster.protect(top),
         mesh=parse_consumers(ours, project=PROJECT, stack=stack, own_namespace=namespace),
+        **platform_settings(top, services, cidr, exposure, database),
     )
 
 

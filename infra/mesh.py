@@ -61,6 +61,10 @@ class ServiceMeshArgs:
     vpc_cidr: str
     # What must exist before the namespace's pods and mesh resources (the Istio component's `ready`).
     mesh_ready: Sequence[pulumi.Resource] = ()
+    # Controllers whose webhooks admit the Services and Ingresses (the load balancer controller).
+    exposure_depends_on: Sequence[pulumi.Resource] = ()
+    # The public subnets: NLBs live there, off the pod subnets (see infra/policies.client_blocks).
+    load_balancer_subnet_ids: pulumi.Input[list[str]] | None = None
 
 
 class ServiceMesh(pulumi.ComponentResource):
@@ -130,6 +134,8 @@ class ServiceMesh(pulumi.ComponentResource):
                 database=settings.database if service.source == "sql" else None,
                 upstream=upstream,
                 callers=admitted_callers(service, settings),
+                exposure_depends_on=args.exposure_depends_on,
+                load_balancer_subnet_ids=args.load_balancer_subnet_ids,
             ), opts=guarded)
 
         self.namespace = namespace.metadata.apply(lambda metadata: metadata.name)

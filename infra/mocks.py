@@ -217,6 +217,9 @@ class ProgramMocks:
             return {"arn": arn_base.format(service="logs") + f":log-group:{physical}"}
         if typ == "aws:ec2/launchTemplate:LaunchTemplate":
             return {"latestVersion": 1, "arn": arn_base.format(service="ec2") + f":launch-template/{name}-id"}
+        if typ == "aws:sqs/queue:Queue":
+            return {"arn": arn_base.format(service="sqs") + f":{physical}",
+                    "url": f"https://sqs.{region}.amazonaws.com/{account}/{physical}"}
         if typ == "aws:ec2/eip:Eip":
             return {"publicIp": "198.51.100.10", "allocationId": f"eipalloc-{name}"}
         if typ.startswith("random:index/"):

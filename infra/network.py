@@ -66,6 +66,8 @@ class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     public_subnet_ids: pulumi.Output[list[str]]
     private_subnet_ids: pulumi.Output[list[str]]
+    private_route_table_ids: pulumi.Output[list[str]]
+    public_route_table_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mesh:infra:Network", name, None, opts)
@@ -130,7 +132,9 @@ class Network(pulumi.ComponentResource):
                 cidr_block=private_cidr,
                 availability_zone=az,
                 map_public_ip_on_launch=False,
-                tags=tags(f"private-{index}", {**elb_tags(args.cluster_name, public=False), "tier": "private"}),
+                tags=tags(f"private-{index}", {**elb_tags(args.cluster_name, public=False), "tier": "private",
+                                               # Karpenter's EC2NodeClass selects its subnets by this tag.
+                                               "karpenter.sh/discovery": args.cluster_name}),
                 opts=child,
             )
             aws.ec2.RouteTableAssociation(f"{name}-public-{index}", subnet_id=public.id,
@@ -151,6 +155,7 @@ class Network(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[igw])),
             ))
 
+        private_tables: list[aws.ec2.RouteTable] = []
         for index, private in enumerate(private_subnets):
             table = aws.ec2.RouteTable(f"{name}-private-rt-{index}", vpc_id=vpc.id, tags=tags(f"private-{index}"),
                                        opts=child)
@@ -159,14 +164,19 @@ class Network(pulumi.ComponentResource):
                           nat_gateway_id=nat_gateways[index % len(nat_gateways)].id, opts=child)
             aws.ec2.RouteTableAssociation(f"{name}-private-{index}", subnet_id=private.id,
                                           route_table_id=table.id, opts=child)
+            private_tables.append(table)
 
         self.vpc_id = vpc.id
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in public_subnets])
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in private_subnets])
+        self.private_route_table_ids = pulumi.Output.all(*[t.id for t in private_tables])
+        self.public_route_table_id = public_rt.id
         self.register_outputs({
+            "public_route_table_id": self.public_route_table_id,
             "vpc_id": self.vpc_id,
             "public_subnet_ids": self.public_subnet_ids,
             "private_subnet_ids": self.private_subnet_ids,
+            "private_route_table_ids": self.private_route_table_ids,
         })
 
     def _flow_logs(self, name: str, settings: StackSettings, vpc: aws.ec2.Vpc,

@@ -72,6 +72,10 @@ def client_blocks(exposure: ExposureSettings, pod_subnets: Sequence[str], public
                 "no NetworkPolicy can admit it without admitting every pod. Fix: pulumi config set --path "
                 "'data-mesh:exposure.type' LoadBalancer (an internal NLB keeps the client address)")
         sources = list(public_subnets)
+    elif exposure.type == "LoadBalancer":
+        # The NLB's health checks come from its own addresses; it is pinned to the public subnets
+        # (infra/workload.py), which hold only NAT gateways and load balancers, never a pod.
+        sources = [*exposure.client_cidrs, *(s for s in public_subnets if s not in exposure.client_cidrs)]
     else:
         sources = list(exposure.client_cidrs)
     blocks = []

@@ -11,6 +11,7 @@ from infra.image import ServiceImage, ServiceImageArgs
 from infra.istio import Istio, IstioArgs
 from infra.mesh import ServiceMesh, ServiceMeshArgs
 from infra.network import Network, NetworkArgs
+from infra.platform_addons import PlatformAddons, PlatformAddonsArgs
 from infra.registry import Registry, RegistryArgs
 from infra.settings import StackSettings
 from infra.workload import NODE_PORTS
@@ -27,6 +28,8 @@ def deploy(settings: StackSettings) -> None:
         private_subnet_ids=network.private_subnet_ids,
         node_ports=tuple(NODE_PORTS[service.id] for service in settings.services),
     ))
+    platform = PlatformAddons("platform", PlatformAddonsArgs(
+        settings=settings, network=network, cluster=cluster, cluster_addons=[cluster.addons.pod_identity_agent]))
     registry = Registry("registry", RegistryArgs(settings=settings))
     images = {
         service.id: ServiceImage(f"image-{service.id}", ServiceImageArgs(
@@ -51,6 +54,7 @@ def deploy(settings: StackSettings) -> None:
     istio = Istio("istio", IstioArgs(settings=settings), opts=pulumi.ResourceOptions(provider=cluster.provider))
     mesh = ServiceMesh("mesh", ServiceMeshArgs(
         settings=settings, image_refs=image_refs, vpc_cidr=settings.network.cidr, mesh_ready=istio.ready,
+        exposure_depends_on=platform.exposure_controllers, load_balancer_subnet_ids=network.public_subnet_ids,
     ), opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=cluster.workload_dependencies))
     pulumi.export("serviceEndpoints", mesh.endpoints)
     pulumi.export("apiKeys", pulumi.Output.secret(mesh.api_keys))

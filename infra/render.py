@@ -29,6 +29,12 @@ CUSTOM_KIND_ORDER = ("PeerAuthentication", "AuthorizationPolicy", "Gateway")
 # A Helm release is not a manifest: its chart, version and values are asserted in tests/infra/test_istio.py.
 _NOT_MANIFESTS = ("kubernetes:helm.sh/",)
 _TOP_LEVEL = ("apiVersion", "kind", "metadata")
+# API groups Kubernetes itself serves; anything else is a Helm release or an add-on's custom resource,
+# validated against the add-on's CRD schema (tests/infra/crds) rather than by kubernetes-validate.
+BUILT_IN_GROUPS = frozenset({
+    "core", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "rbac.authorization.k8s.io",
+    "storage.k8s.io", "scheduling.k8s.io", "admissionregistration.k8s.io", "apiextensions.k8s.io",
+    "coordination.k8s.io", "discovery.k8s.io", "node.k8s.io", "certificates.k8s.io"})
 
 
 def api_version(type_token: str) -> str:
@@ -71,6 +77,12 @@ def to_manifest(resource: Captured) -> dict[str, Any] | None:
     }
 
 
+def built_in(manifest: dict[str, Any]) -> bool:
+    """A kind of Kubernetes itself, validated by kubernetes-validate; the rest by its CRD schema."""
+    group = manifest["apiVersion"].rsplit("/", 1)[0] if "/" in manifest["apiVersion"] else "core"
+    return group in BUILT_IN_GROUPS
+
+
 def _order(manifest: dict[str, Any]) -> tuple[int, str, str]:
     kind = manifest["kind"]
     order = (*KIND_ORDER, *CUSTOM_KIND_ORDER)
@@ -79,9 +91,15 @@ def _order(manifest: dict[str, Any]) -> tuple[int, str, str]:
 
 
 def manifests(resources: Iterable[Captured]) -> list[dict[str, Any]]:
-    """Every Kubernetes manifest the run declared, in apply order."""
+    """Every Kubernetes manifest of a built-in kind the run declared, in apply order."""
     found = [m for m in (to_manifest(r) for r in resources) if m is not None]
     return sorted(found, key=_order)
+
+
+def custom_resources(resources: Iterable[Captured]) -> list[dict[str, Any]]:
+    """The add-ons' custom resources the run declared (NodePool, EC2NodeClass, IngressClassParams...)."""
+    found = [m for m in (to_manifest(r) for r in resources) if m is not None and not built_in(m)]
+    return sorted(found, key=lambda m: (m["apiVersion"], m["kind"], m["metadata"]["name"]))
 
 
 def file_name(manifest: dict[str, Any]) -> str:

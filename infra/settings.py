@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from infra.settings_platform import ConnectivitySettings, KarpenterSettings
+
 
 class Secret:
     """A secret config value; never shown by repr or str, so it cannot leak into a log."""
@@ -178,6 +180,8 @@ class StackSettings:
     source_repository: str | None = None  # the images' org.opencontainers.image.source label
     protect: bool = False  # cluster, KMS key and ECR repositories refuse deletion
     mesh: MeshSettings = field(default_factory=MeshSettings)
+    karpenter: KarpenterSettings | None = None  # None: the managed node group only
+    connectivity: ConnectivitySettings = ConnectivitySettings()
 
     @property
     def name(self) -> str:

@@ -15,6 +15,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra.load_balancer_controller import NLB_CLASS
+
+LOAD_BALANCER_SUBNETS = "service.beta.kubernetes.io/aws-load-balancer-subnets"
 from infra.policies import selector_labels
 from infra.settings import DatabaseSettings, ExposureSettings, ServiceSettings
 
@@ -203,14 +206,22 @@ def service_spec(service: ServiceSettings, exposure: ExposureSettings) -> tuple[
             port["nodePort"] = NODE_PORTS[service.id]
     elif exposure.type == "LoadBalancer":
         spec["type"] = "LoadBalancer"
-        # Local keeps the client address, so the clients NetworkPolicy sees the real source.
+        # The AWS Load Balancer Controller provisions the NLB, not the legacy in-tree provisioner
+        # (LBC docs/guide/service/nlb.md: spec.loadBalancerClass hands the Service over).
+        spec["loadBalancerClass"] = NLB_CLASS
         spec["externalTrafficPolicy"] = "Local"
         spec["loadBalancerSourceRanges"] = list(exposure.client_cidrs)
         annotations = {
-            "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
-            "service.beta.kubernetes.io/aws-load-balancer-internal": "true" if exposure.internal else "false",
             "service.beta.kubernetes.io/aws-load-balancer-scheme":
                 "internal" if exposure.internal else "internet-facing",
+            # IP targets: the NLB sends to the pods' VPC addresses, bypassing node ports and kube-proxy.
+            "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+            # IP targets hide the client address unless asked (LBC docs/guide/service/annotations.md);
+            # the clients NetworkPolicy checks it.
+            "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes": "preserve_client_ip.enabled=true",
+            # A draining pod fails /readyz and leaves the target group before it stops serving.
+            "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol": "http",
+            "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path": "/readyz",
         }
     else:
         spec["type"] = "ClusterIP"
@@ -266,6 +277,9 @@ class WorkloadArgs:
     database: DatabaseSettings | None = None
     upstream: Upstream | None = None
     callers: Sequence[str] = ()  # who the mesh and the policies admit, for the data-product page
+    # The load balancer controller's Release: its webhook admits the Service and the Ingress.
+    exposure_depends_on: Sequence[pulumi.Resource] = ()
+    load_balancer_subnet_ids: pulumi.Input[list[str]] | None = None  # where an NLB goes (the public subnets)
 
 
 class Workload(pulumi.ComponentResource):
@@ -328,12 +342,19 @@ class Workload(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=pod_inputs)))
 
         spec, annotations = service_spec(service, args.exposure)
+        if args.exposure.type == "LoadBalancer" and args.load_balancer_subnet_ids is not None:
+            # Off the pod subnets, so the clients NetworkPolicy can admit the NLB's health checks
+            # without admitting pods (LBC docs/guide/service/annotations.md, "subnets").
+            annotations = {**annotations, LOAD_BALANCER_SUBNETS: pulumi.Output.from_input(
+                args.load_balancer_subnet_ids).apply(",".join)}
+        exposed = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+            depends_on=list(args.exposure_depends_on)))
         k8s_service = k8s.core.v1.Service(f"{name}-service", metadata=meta(sid, annotations), spec=spec,
-                                          opts=child)
+                                          opts=exposed)
         if args.exposure.type == "Ingress":
             ingress, ingress_annotations = ingress_spec(service, args.exposure, args.namespace)
             k8s.networking.v1.Ingress(f"{name}-ingress", metadata=meta(sid, ingress_annotations), spec=ingress,
-                                      opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                                      opts=pulumi.ResourceOptions.merge(exposed, pulumi.ResourceOptions(
                                           depends_on=[k8s_service])))
 
         if autoscaled(service):

@@ -23,7 +23,8 @@ PEER_AUTHENTICATION = "kubernetes:security.istio.io/v1:PeerAuthentication"
 
 
 def releases(run: StackRun) -> dict[str, object]:
-    return {r.inputs["chart"]: r for r in run.of_type(RELEASE)}
+    """Istio's releases (the platform add-ons have Helm releases of their own, in kube-system)."""
+    return {r.inputs["chart"]: r for r in run.of_type(RELEASE) if r.inputs.get("namespace") == SYSTEM_NAMESPACE}
 
 
 def test_every_supported_kubernetes_version_has_a_pinned_istio() -> None:

@@ -135,10 +135,10 @@ def test_prod_is_an_internal_load_balancer_limited_to_client_ranges() -> None:
         service = of_kind("prod", "Service")[service_id]
         assert service["spec"]["type"] == "LoadBalancer"
         assert service["spec"]["loadBalancerSourceRanges"] == list(exposure.client_cidrs)
-        assert service["spec"]["externalTrafficPolicy"] == "Local", "keeps client IPs for the policies"
         annotations = service["metadata"]["annotations"]
-        assert annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] == "true"
-        assert annotations["service.beta.kubernetes.io/aws-load-balancer-type"] == "nlb"
+        assert annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
+        assert annotations["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"] == \
+            "preserve_client_ip.enabled=true", "keeps client IPs for the policies"
 
 
 @pytest.mark.parametrize("service_id", SERVICE_IDS)
