@@ -239,13 +239,17 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 raise _Refused(line_answer)
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._header_count += 1
-            if self._header_count > max_headers:
+            count = self._header_count = self._header_count + 1
+            size = self._header_bytes = self._header_bytes + len(name) + len(value) + 4  # ": ", CRLF
+            if count > max_headers:
                 raise _Refused(count_answer)
-            self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
-            if self._header_bytes > max_header_bytes:
+            if size > max_header_bytes:
                 raise _Refused(size_answer)
-            super().on_header(name, value)
+            # uvicorn's on_header, inlined (one Python call per header less).
+            name = name.lower()
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             seen = set()
