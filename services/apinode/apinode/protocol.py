@@ -198,7 +198,9 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                     self._line_open = False
                 if not self._feed(piece):
                     return
-                if data and self._in_head:  # the budget is spent and the head has not ended
+                # The budget is spent and this head has not ended (a head that began inside the
+                # piece, after a pipelined request, starts from 0 and gets its own budget).
+                if data and self._in_head and self._head_bytes >= head_budget:
                     self._refuse(line_answer if self._line_open else size_answer)
                     return
 
