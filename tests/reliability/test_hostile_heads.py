@@ -254,3 +254,24 @@ def test_one_address_cannot_hold_more_than_its_share_of_connections(small):
     finally:
         for sock in hog:
             sock.close()
+
+
+@pytest.mark.timeout(120)
+def test_pipelined_requests_longer_than_one_head_budget_are_all_answered(service):
+    """The head budget is per request: 120 requests of about 0.4 KB sent in one write (48 KB,
+    over the 40 KiB head budget) must all be answered, not cut off as one huge head."""
+    head, body = request_head(service, [("X-Pad", "p" * 200)])
+    count = 120
+    received = b""
+    with rawhttp.connect(service.port, timeout=ANSWER_WITHIN) as sock:
+        sock.sendall((head + body) * count)
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while received.count(b"HTTP/1.1 ") < count and time.monotonic() < deadline:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 ") == count, (
+        f"{received.count(b'HTTP/1.1 200 ')} of {count} pipelined requests answered 200; "
+        f"others: {[line[:40] for line in received.split(b'HTTP/1.1 ')[1:] if not line.startswith(b'200')][:3]}"
+    )

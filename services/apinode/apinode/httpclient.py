@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import deque
 from urllib.parse import urlsplit
 
 import httptools
 
+from .sources import release_memory
+
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 64
+_TRIM_AFTER_BYTES = 1 << 20  # a refused answer this large left freed memory worth returning
+_trimmed_at = float("-inf")
 
 
 class HttpError(Exception):
@@ -73,8 +78,9 @@ class _Connection(asyncio.Protocol):
         self._waiter = asyncio.get_running_loop().create_future()
         self._received = self._head = self._headers = self._lengths = 0
         self._in_head, self._chunked, self._keep_alive, self._complete = True, False, True, False
-        self._body: list[bytes] = []
-        self._size = 0
+        # One growing buffer rather than a list of pieces: a large one is a single mapping that goes
+        # back to the system when freed, where thousands of 64 KiB pieces fragment the heap.
+        self._body = bytearray()
         self.transport.write(request)
         try:
             return await self._waiter
@@ -96,6 +102,9 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, error: HttpError) -> None:
         self.close(str(error))
+        if len(self._body) >= _TRIM_AFTER_BYTES:
+            self._body = bytearray()
+            _give_back_memory()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
@@ -153,8 +162,11 @@ class _Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"content-length":
             self._lengths += 1
-            if not value.strip().isdigit():  # llhttp also refuses it; no sign, no spaces inside
+            digits = value.strip()
+            if not digits.isdigit():  # llhttp also refuses it; no sign, no spaces inside
                 raise _Violation("a Content-Length that is not digits")
+            if len(digits) > 12 or int(digits) > self._max_body:  # refused before any of the body
+                raise _Violation(f"a declared body over {self._max_body} bytes")
         elif name == b"transfer-encoding":
             self._chunked = value.strip().lower() == b"chunked"
         elif name == b"connection" and value.strip().lower() == b"close":
@@ -176,16 +188,24 @@ class _Connection(asyncio.Protocol):
             self._keep_alive = False
 
     def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > self._max_body:
+        if len(self._body) + len(body) > self._max_body:
             raise _Violation(f"response body over {self._max_body} bytes")
-        self._body.append(body)
+        self._body += body
 
     def on_message_complete(self) -> None:
         self._complete = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result((self._status, b"".join(self._body)))
+            waiter.set_result((self._status, bytes(self._body)))
+
+
+def _give_back_memory() -> None:
+    """glibc keeps the freed pieces of a refused huge answer; return them, at most once a second."""
+    global _trimmed_at
+    now = time.monotonic()
+    if now - _trimmed_at >= 1.0:
+        _trimmed_at = now
+        release_memory()
 
 
 class HttpPool:
