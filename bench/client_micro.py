@@ -51,6 +51,10 @@ def upstream(port_out, mode) -> None:
         def connection_made(self, transport):
             self.transport, self.buffer = transport, b""
 
+        def late(self, data):
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
         def data_received(self, data):
             self.buffer += data
             while b"\r\n\r\n" in self.buffer:
@@ -61,7 +65,7 @@ def upstream(port_out, mode) -> None:
                 self.buffer = rest[length:]
                 for piece in ANSWERS[mode.value.decode()]:
                     if isinstance(piece, tuple):  # after the answer, while the connection is idle
-                        asyncio.get_running_loop().call_later(0.05, self.transport.write, piece[1])
+                        asyncio.get_running_loop().call_later(0.05, self.late, piece[1])
                     else:
                         self.transport.write(piece)
 
