@@ -2,7 +2,7 @@
 malicious neighbour does. Runs its own event loop in a thread; ``mode`` switches its behaviour
 between requests.
 
-It answers the lookup and lookup-multi routes from the golden rows (read from the real
+It answers the lookup and lookup-multi routes (single tables and `profile`) from the golden rows (read from the real
 customer-features), so an honest answer is exactly what the real service would say.
 """
 
@@ -82,14 +82,23 @@ class HostileUpstream:
 
     # Answers ------------------------------------------------------------------------------
 
+    def _result(self, endpoint: str, cid: str) -> dict:
+        """What the real service answers for ``cid``; ``profile`` is both tables in one row."""
+        if endpoint != "profile":
+            return json.loads(json.dumps(self._lookups[f"{endpoint}/{cid}"]))
+        data = {}
+        for table in ("demographics", "behavior"):
+            data.update(self._lookups[f"{table}/{cid}"]["data"])
+        return {"data": data, "notFound": False, "notFoundIn": []}
+
     def _results(self, endpoint: str, keys: list[str], mode: str) -> list[dict]:
         results = []
         for cid in keys:
-            result = json.loads(json.dumps(self._lookups[f"{endpoint}/{cid}"]))
+            result = self._result(endpoint, cid)
             data = result["data"]
             if mode == "another-customer":
                 other = self._ids[(self._ids.index(cid) + 1) % len(self._ids)]
-                result = json.loads(json.dumps(self._lookups[f"{endpoint}/{other}"]))
+                result = self._result(endpoint, other)
             elif mode == "wrong-types":
                 for column, value in data.items():
                     if column != "customer_id" and not isinstance(value, str):

@@ -34,7 +34,7 @@ class RowChecker:
     def __init__(self, table: TableSpec) -> None:
         self.table = table
         self.key = table.key
-        self._checks = tuple((c.name, c.type, _checker(c)) for c in table.columns)
+        self._checks = tuple((c.name, c.type, _checker(c, False)) for c in table.columns)  # strict types
 
     def row(self, data: dict) -> dict:
         """The table's columns of ``data``, checked (null allowed); other columns are dropped."""
