@@ -10,7 +10,15 @@ import pytest
 
 from apinode.definition import RemoteSpec
 from apinode.errors import SourceUnavailable
-from apinode.remote import RemoteService
+from apinode.loader import load_definition
+from apinode.remote import RemoteService, expected_tables
+from tests.apinode_proc import SCORING_DIR
+
+# The tables customer-scoring declares for what customer-features answers: rows are checked
+# against them (issue 15), so the fake's rows carry every declared column.
+DEFINITION = load_definition(SCORING_DIR, {"APINODE_FEATURES_API_KEY": "k"})
+DEMOGRAPHICS = {c.name: None for c in DEFINITION.tables["demographics"].columns}
+BEHAVIOR = {c.name: None for c in DEFINITION.tables["behavior"].columns}
 
 
 async def _serve(answer: dict):
@@ -30,7 +38,10 @@ async def _serve(answer: dict):
 async def _ask(answer: dict, tables):
     server = await _serve(answer)
     port = server.sockets[0].getsockname()[1]
-    remote = RemoteService(RemoteSpec("customer-features", f"http://127.0.0.1:{port}", "k", 2.0, 2))
+    remote = RemoteService(
+        RemoteSpec("customer-features", f"http://127.0.0.1:{port}", "k", 2.0, 2),
+        expected_tables(DEFINITION, "customer-features"),
+    )
     try:
         return await remote.rows_many("profile", [{"customer_id": "C0000001"}], tables)
     finally:
@@ -40,10 +51,10 @@ async def _ask(answer: dict, tables):
 
 
 def test_profile_rows_are_split_by_the_tables_it_found():
-    data = {"customer_id": "C0000001", "gender": "F", "spend_12m": None}
+    data = {**BEHAVIOR, **DEMOGRAPHICS, "customer_id": "C0000001", "gender": "F"}
     answer = {"results": [{"data": data, "notFound": False, "notFoundIn": ["behavior"]}]}
     (rows,) = asyncio.run(_ask(answer, ["demographics", "behavior"]))
-    assert rows == {"demographics": [data], "behavior": []}
+    assert rows == {"demographics": [{**DEMOGRAPHICS, "customer_id": "C0000001", "gender": "F"}], "behavior": []}
 
 
 @pytest.mark.parametrize(
@@ -57,4 +68,4 @@ def test_profile_rows_are_split_by_the_tables_it_found():
 def test_a_malformed_profile_answer_is_the_peer_unavailable(result):
     with pytest.raises(SourceUnavailable) as error:
         asyncio.run(_ask({"results": [result]}, ["demographics", "behavior"]))
-    assert error.value.status == 503 and "unexpected body" in error.value.detail
+    assert error.value.status == 503 and "answered" in error.value.detail

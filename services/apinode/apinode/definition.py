@@ -67,6 +67,7 @@ class RemoteSpec:
     api_key: str | None
     timeout_seconds: float
     max_connections: int
+    max_response_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,10 @@ class Limits:
     body_timeout_seconds: float = 10.0
     header_timeout_seconds: float = 5.0
     max_connections: int = 1000
+    max_connections_per_client: int = 256
+    max_request_line_bytes: int = 8192
+    max_header_count: int = 100
+    max_header_bytes: int = 32768
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,10 @@ _LIMITS_ENV = {
     "APINODE_BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", float),
     "APINODE_HEADER_TIMEOUT_SECONDS": ("header_timeout_seconds", float),
     "APINODE_MAX_CONNECTIONS": ("max_connections", int),
+    "APINODE_MAX_CONNECTIONS_PER_CLIENT": ("max_connections_per_client", int),
+    "APINODE_MAX_REQUEST_LINE_BYTES": ("max_request_line_bytes", int),
+    "APINODE_MAX_HEADER_COUNT": ("max_header_count", int),
+    "APINODE_MAX_HEADER_BYTES": ("max_header_bytes", int),
 }
 
 
@@ -123,6 +127,7 @@ def _remote(name: str, reader: _Reader, env: Mapping[str, str]) -> RemoteSpec:
         api_key=read_secret(env, key_env) if key_env else None,
         timeout_seconds=reader.get("timeout_seconds", float, 1.0),
         max_connections=reader.get("max_connections", int, 64),
+        max_response_bytes=reader.get("max_response_bytes", int, 4 * 1024 * 1024),
     )
 
 

@@ -77,10 +77,17 @@ def _start(service: str, port: int, env: dict[str, str]) -> subprocess.Popen:
             str(port),
         ],
         env=env,
+        # Its own process group: Ctrl-C reaches only this launcher, which then stops each service
+        # with exactly one SIGTERM. A second signal (the terminal's SIGINT, then ours) makes uvicorn
+        # force its exit and cancel the lifespan mid-shutdown, which printed two tracebacks.
+        process_group=0,
     )
 
 
 def _stop(processes: list[subprocess.Popen], grace: float = 25.0) -> int:
+    # Stopping is bounded by ``grace``: a second Ctrl-C must not interrupt it halfway.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -110,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SERVICES / "apinode"), env.get("PYTHONPATH")]))
     key = env["APINODE_API_KEYS"].split(",")[0].strip()
     processes: list[subprocess.Popen] = []
-    # Ctrl-C reaches the children too (same process group); we only wait for them to drain.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)  # the terminal closed: the services must not outlive us
     try:
         for port in (args.features_port, args.scoring_port):
             _require_free(port)

@@ -1,28 +1,76 @@
-"""uvicorn's httptools protocol with deadlines on reading each request: its head, then its body.
+"""uvicorn's httptools protocol, hardened for callers we cannot trust.
 
-uvicorn bounds idle keep-alive connections but not a request that arrives a byte at a
-time: without this a few slow clients hold connections for ever. Kept here rather than
-in the app because a timer per request costs far less in the protocol (two C-level
-timer calls) than an asyncio timeout around the app's ``receive`` (about 5 µs).
+On top of uvicorn it adds, per connection:
+- deadlines on reading each request: its head, then its body (uvicorn bounds idle keep-alive
+  connections but not a request that arrives a byte at a time);
+- bounded heads, enforced while reading: a request line over ``max_request_line_bytes`` is a
+  414, more than ``max_header_count`` headers or a header section over ``max_header_bytes`` a
+  431, each a JSON answer and a close. Bytes are counted *before* they reach the parser, which
+  otherwise buffers a header of any size (2.9 GB went in within the 5 s head deadline);
+- ambiguity refused: a second ``Authorization``, ``Content-Length``, ``Host`` or
+  ``Transfer-Encoding`` is a 400 (with two keys "the last one wins" lets a wrong one pass);
+- fair connection limits: at most ``max_connections_per_client`` connections per client
+  address, and near ``max_connections`` the oldest idle connections (keep-alive between
+  requests, or silent since they connected) are closed to make room, so a crowd of idle
+  sockets cannot lock real callers out.
+
+Kept here rather than in the app because it costs far less in the protocol (a few C-level
+calls per request) than in the app, and because the app never sees a request head that was
+refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import RequestTimeout, ServerBusy
+from .definition import Limits
+from .errors import ApiError, MalformedRequest, RequestTimeout, ServerBusy
+
+log = logging.getLogger("apinode")
+
+# Headers whose repetition makes a request ambiguous (RFC 9110 5.3: only list-valued fields
+# may repeat; RFC 9112 6.3: several Content-Length values are an error).
+_SINGLE = frozenset((b"authorization", b"content-length", b"host", b"transfer-encoding"))
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
-def _answer(error: RequestTimeout) -> bytes:
+class HeadTooLarge(ApiError):
+    """The request line or the header section is over its limit."""
+
+    status = 431
+    error_type = "RequestHeaderFieldsTooLarge"
+
+
+class UriTooLong(ApiError):
+    """The request line is over its limit."""
+
+    status = 414
+    error_type = "UriTooLong"
+
+
+def _answer(error: ApiError, extra: bytes = b"") -> bytes:
+    """A complete HTTP/1.1 answer that closes the connection, with the JSON error body."""
     body = orjson.dumps(error.body())
     head = (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
         b"dss-api-version: 1\r\nconnection: close\r\n"  # Dataiku sends it on every answer (app.py)
+        % (error.status, _REASONS[error.status].encode())
     )
-    return head + b"content-length: %d\r\n\r\n" % len(body) + body
+    return head + extra + b"content-length: %d\r\n\r\n" % len(body) + body
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop reading a request; carries the answer to send."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer = answer
 
 
 def _refusal(max_connections: int):
@@ -46,10 +94,16 @@ def _refusal(max_connections: int):
     return refuse
 
 
-def guarded_protocol(
-    head_timeout: float, body_timeout: float, max_connections: int
-) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http=`` setting, with these read deadlines and connection limit."""
+def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http=`` setting, enforcing these limits."""
+    head_timeout, body_timeout = limits.header_timeout_seconds, limits.body_timeout_seconds
+    max_connections = limits.max_connections
+    per_client = limits.max_connections_per_client
+    max_line, max_headers = limits.max_request_line_bytes, limits.max_header_count
+    max_header_bytes = limits.max_header_bytes
+    head_budget = limits.max_request_line_bytes + limits.max_header_bytes
+    # Idle connections are evicted once this many are open, so a newcomer always finds room.
+    evict_at = max(1, max_connections - max(1, max_connections // 10))
     refuse = _refusal(max_connections)
     head_answer = _answer(
         RequestTimeout(
@@ -62,22 +116,151 @@ def guarded_protocol(
             "body not received in time", f"the body must arrive within {body_timeout:g}s after the headers"
         )
     )
+    line_answer = _answer(
+        UriTooLong("request line too long", f"the request line may be at most {max_line} bytes")
+    )
+    count_answer = _answer(
+        HeadTooLarge("too many request headers", f"a request may carry at most {max_headers} headers")
+    )
+    size_answer = _answer(
+        HeadTooLarge(
+            "request headers too large",
+            f"the header section may be at most {limits.max_header_bytes} bytes",
+        )
+    )
+    client_answer = _answer(
+        ServerBusy(
+            "too many connections from this address",
+            f"a client address may hold at most {per_client} connections; reuse them or retry",
+        ),
+        b"retry-after: 1\r\n",
+    )
+    parse_answer = _answer(MalformedRequest("malformed HTTP request", "the request is not valid HTTP/1.1"))
+    duplicate_answers = {
+        name: _answer(
+            MalformedRequest(
+                f"duplicate {name.decode()} header",
+                f"send the {name.decode()} header once; several are ambiguous",
+            )
+        )
+        for name in _SINGLE
+    }
+    # Shared by every connection of this server (one event loop, so no locking).
+    by_client: dict[str | None, int] = {}
+    idle: dict[HttpToolsProtocol, None] = {}  # insertion order: the longest idle first
+
+    def evict(newcomer: HttpToolsProtocol, only_peer: bool = False) -> bool:
+        """Close the longest-idle connection (of the newcomer's address only, if asked)."""
+        for victim in idle:
+            if victim is not newcomer and (not only_peer or victim._peer == newcomer._peer):
+                del idle[victim]
+                victim.transport.close()
+                return True
+        return False
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        """Answers 408 and closes when a request's head or body is late; silent connections just close."""
+        """Bounded, unambiguous request heads, read deadlines and fair connection limits."""
 
         _timer: asyncio.TimerHandle | None = None
         _late_answer: bytes | None = None
+        _peer: str | None = None
+        _counted = False
+        _in_head = True  # reading a request line and headers (or waiting for them)
+        _line_open = True  # the request line's end not seen yet
+        _head_bytes = 0
+        _header_count = 0
+        _header_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm(head_timeout, None)
+            self._peer = peer = self.client[0] if self.client else None
+            by_client[peer] = by_client.get(peer, 0) + 1
+            self._counted = True
+            if by_client[peer] > per_client and not evict(self, only_peer=True):
+                transport.write(client_answer)
+                transport.close()
+                return
+            idle[self] = None
+            if len(self.connections) > evict_at:
+                evict(self)
+
+        def data_received(self, data: bytes) -> None:
+            idle.pop(self, None)
+            while data:
+                if not self._in_head:
+                    self._feed(data)
+                    return
+                budget = head_budget - self._head_bytes
+                piece, data = (data, b"") if len(data) <= budget else (data[:budget], data[budget:])
+                self._head_bytes += len(piece)
+                if self._line_open and b"\n" in piece:
+                    self._line_open = False
+                if not self._feed(piece):
+                    return
+                # The budget is spent and this head has not ended (a head that began inside the
+                # piece, after a pipelined request, starts from 0 and gets its own budget).
+                if data and self._in_head and self._head_bytes >= head_budget:
+                    self._refuse(line_answer if self._line_open else size_answer)
+                    return
+
+        def _feed(self, data: bytes) -> bool:
+            """Parse ``data``; False when the connection was answered and closed."""
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                self._unsupported_upgrade_warning()
+            except httptools.HttpParserError as error:
+                refused = error.__context__ if isinstance(error.__context__, _Refused) else None
+                if refused is None and error.__context__ is not None and not isinstance(
+                    error.__context__, httptools.HttpParserError
+                ):
+                    log.error("request parsing failed", exc_info=error.__context__)
+                self._refuse(refused.answer if refused else parse_answer)
+                return False
+            return not self.transport.is_closing()
+
+        def _refuse(self, answer: bytes) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(answer)
+                self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            self._refuse(parse_answer)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._header_count = self._header_bytes = 0
             self._arm(head_timeout, head_answer)
 
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            if len(self.url) > max_line:
+                raise _Refused(line_answer)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            count = self._header_count = self._header_count + 1
+            size = self._header_bytes = self._header_bytes + len(name) + len(value) + 4  # ": ", CRLF
+            if count > max_headers:
+                raise _Refused(count_answer)
+            if size > max_header_bytes:
+                raise _Refused(size_answer)
+            # uvicorn's on_header, inlined (one Python call per header less).
+            name = name.lower()
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
+
         def on_headers_complete(self) -> None:
+            seen = set()
+            for name, _ in self.headers:
+                if name in _SINGLE:
+                    if name in seen:
+                        raise _Refused(duplicate_answers[name])
+                    seen.add(name)
+            self._in_head = False
             if len(self.connections) > max_connections or len(self.tasks) >= max_connections:
                 app, self.app = self.app, refuse
                 try:
@@ -90,10 +273,30 @@ def guarded_protocol(
 
         def on_message_complete(self) -> None:
             self._disarm()
+            self._in_head, self._line_open, self._head_bytes = True, True, 0
             super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # Between requests with nothing of the next one received: evictable.
+            if (
+                self._in_head
+                and self._head_bytes == 0
+                and not self.pipeline
+                and not self.transport.is_closing()
+            ):
+                idle[self] = None
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            idle.pop(self, None)
+            if self._counted:
+                self._counted = False
+                left = by_client[self._peer] - 1
+                if left:
+                    by_client[self._peer] = left
+                else:
+                    del by_client[self._peer]
             super().connection_lost(exc)
 
         def _arm(self, seconds: float, answer: bytes | None) -> None:

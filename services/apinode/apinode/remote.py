@@ -1,20 +1,73 @@
-"""Lookups on another API node service over HTTP: one pooled client, timeouts, its own API key."""
+"""Lookups on another API node service over HTTP: one pooled client, timeouts, its own API key.
+
+Nothing the other service answers is trusted: every result must carry the key it was asked
+for and every row the columns and types the table declares here (per table, also for a
+multi-table endpoint such as ``profile``). Whatever goes wrong (no answer, a broken response,
+an error status, a wrong row) is a 503 ``SourceUnavailable`` with a fixed message: the
+upstream's own text goes to the log, never to the caller.
+"""
 
 from __future__ import annotations
 
 import base64
+import logging
+from collections.abc import Mapping
 
 import orjson
 
-from .definition import RemoteSpec
+from .definition import RemoteSpec, ServiceDefinition, TableSpec
 from .errors import SourceUnavailable
+from .features import _checker
 from .httpclient import HttpError, HttpPool
+from .ratelog import RateLimitedWarning
+
+log = logging.getLogger("apinode.remote")
+
+
+class BadRows(Exception):
+    """An answer that does not fit the tables' declarations."""
+
+
+class RowChecker:
+    """Checks a row from elsewhere against a declared table: every column present, its type."""
+
+    def __init__(self, table: TableSpec) -> None:
+        self.table = table
+        self.key = table.key
+        self._checks = tuple((c.name, c.type, _checker(c, False)) for c in table.columns)  # strict types
+
+    def row(self, data: dict) -> dict:
+        """The table's columns of ``data``, checked (null allowed); other columns are dropped."""
+        row = {}
+        for name, kind, check in self._checks:
+            if name not in data:
+                raise BadRows(f"a {self.table.name} row without the declared column {name!r}")
+            value = data[name]
+            if value is not None:
+                try:
+                    value = check(value)
+                except (TypeError, ValueError):
+                    raise BadRows(f"{self.table.name}.{name} is not the declared type {kind}") from None
+            row[name] = value
+        return row
+
+
+def expected_tables(definition: ServiceDefinition, remote: str) -> dict[str, list[TableSpec]]:
+    """Per remote endpoint, the tables this service declares for what it answers."""
+    expected: dict[str, list[TableSpec]] = {}
+    for endpoint in definition.predictions.values():
+        for lookup in endpoint.lookups:
+            if lookup.remote == remote:
+                tables = expected.setdefault(lookup.remote_endpoint, [])
+                if definition.tables[lookup.table] not in tables:
+                    tables.append(definition.tables[lookup.table])
+    return expected
 
 
 class RemoteService:
     """A client for one remote service's lookup endpoints."""
 
-    def __init__(self, spec: RemoteSpec) -> None:
+    def __init__(self, spec: RemoteSpec, tables: Mapping[str, list[TableSpec]]) -> None:
         self.spec = spec
         token = base64.b64encode(f"{spec.api_key or ''}:".encode()).decode()
         self._client = HttpPool(
@@ -22,9 +75,13 @@ class RemoteService:
             {"Authorization": f"Basic {token}", "Content-Type": "application/json"},
             spec.max_connections,
             spec.timeout_seconds,
+            spec.max_response_bytes,
         )
+        self._endpoint_tables = {endpoint: [t.name for t in specs] for endpoint, specs in tables.items()}
+        self._checkers = {t.name: RowChecker(t) for specs in tables.values() for t in specs}
         self.failures = 0
         self.last_error: str | None = None
+        self._warn = RateLimitedWarning(log)
 
     async def close(self) -> None:
         await self._client.close()
@@ -34,42 +91,69 @@ class RemoteService:
 
         With ``tables`` (a multi-table lookup such as ``profile``), for each key the rows by table.
         """
+        name = f"{self.spec.name}/{endpoint}"
+        wanted = tables if tables is not None else self._endpoint_tables.get(endpoint, [])
+        if not wanted or any(table not in self._checkers for table in wanted) or (
+            tables is None and len(wanted) != 1
+        ):  # nothing declared to check its answers against: never trust it
+            raise self._down(name, "no single declared table for this endpoint", "is not declared here")
         single = len(keys) == 1
         body = {"data": keys[0]} if single else {"items": [{"data": key} for key in keys]}
         path = f"/{endpoint}/lookup" if single else f"/{endpoint}/lookup-multi"
-        name = f"{self.spec.name}/{endpoint}"
         try:
             status, content = await self._client.post(path, orjson.dumps(body))
         except HttpError as error:
-            raise self._down(name, str(error)) from None
+            raise self._down(name, str(error), _transport_category(error)) from None
         if status != 200:
-            try:
-                reason = orjson.loads(content).get("message", "")
-            except (orjson.JSONDecodeError, AttributeError):
-                reason = ""
-            raise self._down(name, f"answered HTTP {status} {reason}".rstrip())
+            category = f"refused our API key (HTTP {status})" if status in (401, 403) else f"answered HTTP {status}"
+            raise self._down(name, f"answered HTTP {status}: {content[:200]!r}", category)
         try:
             results = orjson.loads(content)["results"]
-            rows = [_rows(result, tables) for result in results]
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise self._down(name, "answered with an unexpected body") from None
-        if len(rows) != len(keys):
-            raise self._down(name, f"answered {len(rows)} results for {len(keys)} keys")
+            if type(results) is not list or len(results) != len(keys):
+                count = len(results) if type(results) is list else "no"
+                raise BadRows(f"{count} results for {len(keys)} keys")
+            rows = [self._checked(key, result, wanted, tables is None) for key, result in zip(keys, results)]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise self._down(
+                name, f"answered an unexpected body ({type(error).__name__})", "answered an unreadable body"
+            ) from None
+        except BadRows as error:
+            raise self._down(name, f"answered {error}", "answered rows that do not match the table") from None
         self.last_error = None
         return rows
 
-    def _down(self, name: str, reason: str) -> SourceUnavailable:
+    def _checked(self, key: dict, result: object, tables: list[str], flat: bool):
+        """One result: its key must be the one asked for; rows per table, each checked."""
+        if type(result) is not dict:
+            raise BadRows("a result that is not an object")
+        not_found, data = result.get("notFound", False), result.get("data")
+        missing = result.get("notFoundIn", [])
+        if type(not_found) is not bool or type(data) is not dict or type(missing) is not list:
+            raise BadRows("a result without notFound, data or notFoundIn of the right types")
+        by_table = {}
+        for table in tables:
+            checker = self._checkers[table]
+            asked = key[checker.key]
+            if data.get(checker.key) != asked or type(data.get(checker.key)) is not type(asked):
+                raise BadRows(f"a row for another {checker.key} than the one asked for")
+            by_table[table] = [] if not_found or table in missing else [checker.row(data)]
+        return by_table[tables[0]] if flat else by_table
+
+    def _down(self, name: str, reason: str, category: str) -> SourceUnavailable:
+        """The caller's 503: a fixed text per kind of failure; ``reason`` (upstream text) is only logged."""
         self.failures += 1
         self.last_error = reason
+        self._warn(f"enrichment service {name}", reason)
         return SourceUnavailable(
-            f"enrichment service {name} unavailable", f"enrichment service {name} {reason}"
+            f"enrichment service {self.spec.name} unavailable",
+            f"the enrichment service {self.spec.name} {category}; retry later",
         )
 
 
-def _rows(result: dict, tables: list[str] | None) -> list[dict] | dict[str, list[dict]]:
-    if tables is None:
-        return [] if result.get("notFound") else [result["data"]]
-    missing, data = result.get("notFoundIn", []), result["data"]
-    if type(missing) is not list or type(data) is not dict:
-        raise TypeError("notFoundIn must be a list and data an object")
-    return {table: [] if result.get("notFound") or table in missing else [data] for table in tables}
+def _transport_category(error: HttpError) -> str:
+    text = str(error)
+    if text.startswith("cannot connect"):
+        return "cannot be reached"
+    if text.startswith("no answer within"):
+        return f"gave {text}"  # our own timeout, e.g. "no answer within 1s"
+    return "broke the HTTP protocol or the connection"

@@ -44,9 +44,11 @@ class Runtime:
             if endpoint.enrichment_via == "remote":
                 for lookup in endpoint.lookups:
                     if lookup.remote not in self.remotes:
-                        from .remote import RemoteService  # httpx: only for services that call others
+                        from .remote import RemoteService, expected_tables  # only for services that call others
 
-                        self.remotes[lookup.remote] = RemoteService(definition.remotes[lookup.remote])
+                        self.remotes[lookup.remote] = RemoteService(
+                            definition.remotes[lookup.remote], expected_tables(definition, lookup.remote)
+                        )
         models = await asyncio.gather(
             *(asyncio.to_thread(Model, endpoint) for endpoint in definition.predictions.values()),
             *(source.start() for source in self.sources.values()),

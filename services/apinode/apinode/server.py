@@ -51,9 +51,8 @@ def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> 
         host=host,
         port=port,
         loop="uvloop",
-        http=guarded_protocol(
-            limits.header_timeout_seconds, limits.body_timeout_seconds, limits.max_connections
-        ),
+        http=guarded_protocol(limits),
+        ws="none",
         lifespan="on",
         access_log=False,
         log_level=log_level,

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from .definition import TableSpec
 from .errors import SourceUnavailable
+from .ratelog import RateLimitedWarning
 from .sources import MemorySource
 from .sql import columns_from_rows, describe, full_query, keyed_query, make_engine, plain
 from .table import Table, TableError
@@ -104,6 +105,7 @@ class SqlLiveSource:
         self._timeout = min(request_timeout, spec.sql.timeout_seconds * 2)
         self.last_error: str | None = None
         self.refresh_failures = 0
+        self._warn = RateLimitedWarning(log)
 
     def age_seconds(self) -> float:
         return 0.0
@@ -139,18 +141,18 @@ class SqlLiveSource:
                 loop.run_in_executor(self._executor, self._fetch, keys), self._timeout
             )
         except asyncio.TimeoutError:
-            self.refresh_failures += 1
-            self.last_error = f"no answer within {self._timeout:g}s"
-            raise SourceUnavailable(
-                f"table {self.spec.name}: database unavailable",
-                f"table {self.spec.name}: the database gave no answer within {self._timeout:g}s",
-            ) from None
+            raise self._unavailable(f"no answer within {self._timeout:g}s") from None
         except (sa.exc.SQLAlchemyError, OSError) as error:
-            self.refresh_failures += 1
-            self.last_error = describe(error)
-            raise SourceUnavailable(
-                f"table {self.spec.name}: database unavailable",
-                f"table {self.spec.name}: database unavailable ({self.last_error})",
-            ) from None
+            raise self._unavailable(describe(error)) from None
         self.last_error = None
         return rows
+
+    def _unavailable(self, reason: str) -> SourceUnavailable:
+        """The caller learns that the database is unavailable, not where it is: details go to the log."""
+        self.refresh_failures += 1
+        self.last_error = reason
+        self._warn(f"table {self.spec.name}: live query failed", reason)
+        return SourceUnavailable(
+            f"table {self.spec.name}: database unavailable",
+            f"the database behind table {self.spec.name} cannot answer now; retry later",
+        )
