@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from infra import config_cluster
 from infra.config_mesh import parse_consumers
+from infra.config_images import IMAGE_KEYS, image_settings
 from infra.settings import (
     AutoscalingSettings,
     ClusterSettings,
@@ -55,6 +56,7 @@ KNOWN_KEYS = {
     "apiAccess", "protect", "clusterLogRetentionDays",
     "consumers",
     *(api_key_config_key(service_id) for service_id in SERVICE_IDS),
+    *IMAGE_KEYS,
 }
 SECRET_KEYS = {"databasePassword", *(k for k in KNOWN_KEYS if k.endswith("ApiKey"))}
 _QUANTITY_CPU = re.compile(r"^\d+(\.\d+)?m?$")
@@ -409,6 +411,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         source_repository=source_repository,
         protect=config_cluster.protect(top),
         mesh=parse_consumers(ours, project=PROJECT, stack=stack, own_namespace=namespace),
+        images=image_settings(top, stack, SERVICE_IDS),
     )
 
 
