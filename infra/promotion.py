@@ -1,9 +1,9 @@
 """Promotion by digest: a stack that never builds deploys exactly the images another stack built and tested.
 
-The promoting stack (prod) reads the building stack's ``imageRefs`` output through a
-``pulumi.StackReference`` (or takes the refs pinned in ``data-mesh:promotedImageRefs``, which win:
-the pipeline pins what this run's dev update produced, an operator pins an earlier digest to roll
-back). Each image is then copied, by digest, into the promoting stack's own ECR repository with
+The promoting stack (prod) deploys the refs pinned in ``data-mesh:promotedImageRefs`` (the
+pipeline writes there what this run's dev update exported; an operator pins an earlier digest to
+roll back) and, for any service not pinned, the building stack's ``imageRefs`` output read through
+a ``pulumi.StackReference``. Each image is then copied, by digest, into the promoting stack's own ECR repository with
 ``crane copy``, which keeps the manifest bytes and so the digest; the Deployments reference
 ``<prod repository>@<the same digest>``. Prod's images then live under prod's rules (immutable
 tags, no force delete, its own lifecycle), not dev's: a ``pulumi destroy`` of dev or dev's
@@ -109,15 +109,20 @@ class ImagePromotion(pulumi.ComponentResource):
             raise PromotionError("ImagePromotion needs a stack with data-mesh:promotion.fromStack set")
         child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=self))
         source = images.promote_from
-        reference = pulumi.StackReference(
-            f"{name}-source", stack_reference_name(source, pulumi.get_organization(), settings.project),
-            opts=child)
+        # Only for services not pinned: reading a stack decrypts its whole state (pulumi/pulumi#21436),
+        # so a fully pinned run (the pipeline's) never needs the building stack's key.
+        reference = None
+        if any(service.id not in images.pinned_refs for service in settings.services):
+            reference = pulumi.StackReference(
+                f"{name}-source", stack_reference_name(source, pulumi.get_organization(), settings.project),
+                opts=child)
         self.image_refs = {}
         for service in settings.services:
             sid = service.id
             if sid in images.pinned_refs:
                 ref: pulumi.Output[str] = pulumi.Output.from_input(images.pinned_refs[sid])
             else:
+                assert reference is not None
                 ref = reference.outputs.apply(
                     lambda outputs, sid=sid: source_ref(outputs, sid, source, settings.stack))
             digest = ref.apply(lambda r, sid=sid: digest_of(r, f"image ref of {sid}"))

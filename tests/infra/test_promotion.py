@@ -14,6 +14,7 @@ from infra.mocks import MOCK_ORGANIZATION, StackRun, committed_stack_outputs, ru
 from infra.promotion import COPY_SCRIPT, PromotionError, promoted_tag, stack_reference_name
 
 COMMAND = "command:local:Command"
+IMAGE = "docker:index/image:Image"
 REFERENCE = "pulumi:pulumi:StackReference"
 DEV_REFERENCE = f"{MOCK_ORGANIZATION}/data-mesh/dev"
 
@@ -76,6 +77,18 @@ def test_pinned_refs_win_over_the_stack_reference(dev: StackRun) -> None:
     assert _digest(refs["customer-scoring"]) == "sha256:" + "e" * 64
     assert _digest(refs["customer-features"]) == _digest(dev.outputs["imageRefs"]["customer-features"])
     assert _copies(run)["customer-scoring"].inputs["environment"]["SOURCE"] == earlier
+
+
+def test_a_fully_pinned_prod_reads_no_other_stack(dev: StackRun) -> None:
+    """A StackReference decrypts the whole referenced state, secrets included, with that stack's key
+    (pulumi/pulumi#21436, "Stack Reference requires complete Decryption for non-secret Outputs"): with
+    one, prod's roles would need dev's KMS key. The pipeline pins every service, so prod reads no stack."""
+    pins = dev.outputs["imageRefs"]
+    run = run_stack("prod", overrides={"data-mesh:promotedImageRefs": json.dumps(pins)}, stack_outputs={})
+    assert run.of_type(REFERENCE) == []
+    assert {sid: _digest(ref) for sid, ref in run.outputs["imageRefs"].items()} == \
+        {sid: _digest(ref) for sid, ref in pins.items()}
+    assert run.of_type(IMAGE) == []
 
 
 @pytest.mark.parametrize("overrides, message", [
