@@ -68,6 +68,15 @@ def test_each_image_is_copied_by_digest_into_prods_repository(dev: StackRun, pro
     assert "imageRefs" not in prod.secret_outputs
 
 
+def test_each_deployment_waits_for_its_image_copy(prod: StackRun) -> None:
+    """The image ref is derived from the copy's output, so Kubernetes never gets a ref whose image is
+    not in prod's repository yet (ImagePullBackOff on the first promotion)."""
+    copies = _copies(prod)
+    for deployment in prod.of_type("kubernetes:apps/v1:Deployment"):
+        service_id = deployment.get("metadata.name")
+        assert copies[service_id].urn in deployment.dependencies, service_id
+
+
 def test_pinned_refs_win_over_the_stack_reference(dev: StackRun) -> None:
     """How the pipeline promotes what this run's dev update produced, and how a rollback pins an
     earlier digest for one service while the other keeps following dev."""
