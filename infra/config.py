@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from infra import config_cluster
 from infra.config_mesh import parse_consumers
 from infra.config_platform import PLATFORM_KEYS, platform_settings
+from infra.config_images import IMAGE_KEYS, image_settings
 from infra.settings import (
     AutoscalingSettings,
     ClusterSettings,
@@ -57,6 +58,7 @@ KNOWN_KEYS = {
     "consumers",
     *PLATFORM_KEYS,
     *(api_key_config_key(service_id) for service_id in SERVICE_IDS),
+    *IMAGE_KEYS,
 }
 SECRET_KEYS = {"databasePassword", *(k for k in KNOWN_KEYS if k.endswith("ApiKey"))}
 _QUANTITY_CPU = re.compile(r"^\d+(\.\d+)?m?$")
@@ -412,6 +414,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         protect=config_cluster.protect(top),
         mesh=parse_consumers(ours, project=PROJECT, stack=stack, own_namespace=namespace),
         **platform_settings(top, services, cidr, exposure, database),
+        images=image_settings(top, stack, SERVICE_IDS),
     )
 
 

@@ -25,6 +25,9 @@ from typing import Any, Callable, Mapping
 
 from google.protobuf import json_format
 
+from infra.mocks_stacks import MOCK_ORGANIZATION, committed_stack_outputs, referenced_stack
+from infra.mocks_wire import without_resource_refs
+
 from infra.mock_cloud import ACCOUNT_ID, deploy_session_arn, kubeconfig as _kubeconfig, session_context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,10 +183,13 @@ def _digest(text: str) -> str:
 class ProgramMocks:
     """Explicit mocks: canned outputs per resource type and answers to the invokes the program makes."""
 
-    def __init__(self, region: str, caller_arn: str) -> None:
+    def __init__(self, region: str, caller_arn: str,
+                 stack_outputs: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.region = region
         self.caller_arn = caller_arn
         self.invocations: list[Invocation] = []
+        # Outputs of the stacks a StackReference may name, by fully qualified name.
+        self.stack_outputs = dict(stack_outputs or {})
 
     # Resource outputs that are computed by the cloud and that the program reads.
     def canned(self, typ: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,6 +205,11 @@ class ProgramMocks:
             repository = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
             return {"repoDigest": f"{repository}@sha256:{_digest(image)}", "baseImageName": image,
                     "imageId": f"sha256:{_digest('id' + image)}"}
+        if typ == "pulumi:pulumi:StackReference":
+            return {"outputs": self.stack_outputs.get(str(inputs.get("name")), {}), "secretOutputNames": []}
+        if typ == "command:local:Command":
+            # A successful promotion copy prints the digest it copied (infra/promotion.py).
+            return {"stdout": (inputs.get("environment") or {}).get("DIGEST", "")}
         if typ == "eks:index:Cluster":
             cluster_name = str(inputs.get("name") or name)
             kubeconfig = _kubeconfig(cluster_name, region)
@@ -256,48 +267,6 @@ class ProgramMocks:
         return answer() if answer else {}
 
 
-def _strip_refs(value: Any) -> None:
-    """Replace resource references inside a protobuf Struct/ListValue by their URN strings, in place."""
-    from google.protobuf import struct_pb2
-
-    if isinstance(value, struct_pb2.Struct):
-        for key in list(value.fields):
-            item = value.fields[key]
-            kind = item.WhichOneof("kind")
-            if kind == "struct_value":
-                inner = item.struct_value.fields
-                if _SIG in inner and inner[_SIG].string_value == _RESOURCE_SIG:
-                    value.fields[key].string_value = inner["urn"].string_value
-                else:
-                    _strip_refs(item.struct_value)
-            elif kind == "list_value":
-                _strip_refs(item.list_value)
-    elif isinstance(value, struct_pb2.ListValue):
-        for item in value.values:
-            kind = item.WhichOneof("kind")
-            if kind == "struct_value":
-                inner = item.struct_value.fields
-                if _SIG in inner and inner[_SIG].string_value == _RESOURCE_SIG:
-                    item.string_value = inner["urn"].string_value
-                else:
-                    _strip_refs(item.struct_value)
-            elif kind == "list_value":
-                _strip_refs(item.list_value)
-
-
-def _without_resource_refs(request: Any) -> Any:
-    """A copy of a registration whose resource-reference inputs are plain URNs.
-
-    The SDK's mock monitor deserializes inputs on a worker thread; a resource reference there is
-    re-hydrated into a Resource whose lookup task lands on the wrong event loop (and fails at
-    random). The mocks only echo inputs back, so a URN string is all they need.
-    """
-    copy = type(request)()
-    copy.CopyFrom(request)
-    _strip_refs(copy.object)
-    return copy
-
-
 class _RecordingMonitor:
     """Wraps the SDK's MockMonitor to record each registration's parent, provider and dependencies."""
 
@@ -306,7 +275,7 @@ class _RecordingMonitor:
 
         class Monitor(MockMonitor):
             def RegisterResource(inner, request):  # noqa: N802 - gRPC method name
-                response = MockMonitor.RegisterResource(inner, _without_resource_refs(request))
+                response = MockMonitor.RegisterResource(inner, without_resource_refs(request))
                 if request.type != "pulumi:pulumi:Stack":
                     self._record(request, response.urn)
                 return response
@@ -357,14 +326,16 @@ def run_program(
     program: Callable[[], None] | None = None,
     preview: bool = False,
     caller_arn: str | None = None,
+    stack_outputs: Mapping[str, dict[str, Any]] | None = None,
 ) -> StackRun:
     """Run ``program`` (default: ``deploy(settings_from_pulumi())``) under mocks with exactly this config.
 
     ``caller_arn`` is who ``get_caller_identity`` says runs the program (default: the stack's deploy role).
+    ``stack_outputs`` answers StackReferences: fully qualified stack name -> that stack's outputs.
     """
     context = contextvars.Context()  # empty: fresh Pulumi settings, config and root stack
     return context.run(_run, stack, dict(config), frozenset(secret_keys), program, preview,
-                       caller_arn or deploy_session_arn(stack))
+                       caller_arn or deploy_session_arn(stack), dict(stack_outputs or {}))
 
 
 def run_stack(
@@ -373,23 +344,33 @@ def run_stack(
     secrets: Mapping[str, str] | None = None,
     preview: bool = False,
     caller_arn: str | None = None,
+    stack_outputs: Mapping[str, dict[str, Any]] | None = None,
 ) -> StackRun:
     """Run the program for a committed stack file under mocks.
 
     ``overrides`` replace (or, with ``None``, remove) config keys, values as Pulumi passes them
     (objects as JSON strings). ``secrets`` are set as secret config; by default the dummy values of
     the secrets the stack needs (``REQUIRED_SECRETS``) are set. Raises ``ConfigError`` when the
-    settings are invalid, exactly as ``pulumi preview`` would fail.
+    settings are invalid, exactly as ``pulumi preview`` would fail. A promoting stack's
+    StackReference answers, unless ``stack_outputs`` says otherwise, with the outputs of the
+    referenced committed stack's own mocked run: prod deploys what dev's program produced.
     """
     config = stack_config(stack, overrides)
+    source = referenced_stack(config)
+    if stack_outputs is None and source and "/" not in source and (ROOT / f"Pulumi.{source}.yaml").exists():
+        from infra.config import PROJECT
+
+        stack_outputs = {f"{MOCK_ORGANIZATION}/{PROJECT}/{source}": committed_stack_outputs(source)}
     if secrets is None:
         secrets = {key: DUMMY_SECRETS[key] for key in REQUIRED_SECRETS.get(stack, ())}
     config.update(secrets)
-    return run_program(stack, config, frozenset(secrets), preview=preview, caller_arn=caller_arn)
+    return run_program(stack, config, frozenset(secrets), preview=preview, caller_arn=caller_arn,
+                       stack_outputs=stack_outputs)
 
 
 def _run(stack: str, config: dict[str, str], secret_keys: frozenset[str],
-         program: Callable[[], None] | None, preview: bool, caller_arn: str) -> StackRun:
+         program: Callable[[], None] | None, preview: bool, caller_arn: str,
+         stack_outputs: dict[str, dict[str, Any]] | None = None) -> StackRun:
     import pulumi
     from pulumi.runtime import config as runtime_config
     from pulumi.runtime import settings as runtime_settings
@@ -400,11 +381,13 @@ def _run(stack: str, config: dict[str, str], secret_keys: frozenset[str],
 
     # A fresh loop per run: an earlier asyncio.run() in the same process leaves none (or a closed one).
     asyncio.set_event_loop(asyncio.new_event_loop())
-    mocks = ProgramMocks(region=config.get("aws:region", "eu-west-1"), caller_arn=caller_arn)
+    mocks = ProgramMocks(region=config.get("aws:region", "eu-west-1"), caller_arn=caller_arn,
+                         stack_outputs=stack_outputs)
     recorder = _RecordingMonitor(mocks)
     runtime_config.set_all_config(dict(config), sorted(secret_keys))
     runtime_settings.set_root_resource(None)  # type: ignore[arg-type]
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=recorder.monitor)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=recorder.monitor,
+                             organization=MOCK_ORGANIZATION)
     root = runtime_settings.get_root_resource()
 
     if program is None:

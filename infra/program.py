@@ -12,6 +12,7 @@ from infra.istio import Istio, IstioArgs
 from infra.mesh import ServiceMesh, ServiceMeshArgs
 from infra.network import Network, NetworkArgs
 from infra.platform_addons import PlatformAddons, PlatformAddonsArgs
+from infra.promotion import ImagePromotion, ImagePromotionArgs
 from infra.registry import Registry, RegistryArgs
 from infra.settings import StackSettings
 from infra.workload import NODE_PORTS
@@ -31,17 +32,7 @@ def deploy(settings: StackSettings) -> None:
     platform = PlatformAddons("platform", PlatformAddonsArgs(
         settings=settings, network=network, cluster=cluster, cluster_addons=[cluster.addons.pod_identity_agent]))
     registry = Registry("registry", RegistryArgs(settings=settings))
-    images = {
-        service.id: ServiceImage(f"image-{service.id}", ServiceImageArgs(
-            service_id=service.id,
-            version=service.version,
-            repository_url=registry.repository_urls[service.id],
-            registry_id=registry.registry_ids[service.id],
-            source=settings.source_repository,
-        ))
-        for service in settings.services
-    }
-    image_refs = {service_id: image.repo_digest for service_id, image in images.items()}
+    image_refs = _images(settings, registry)
 
     pulumi.export("vpcId", network.vpc_id)
     pulumi.export("publicSubnetIds", network.public_subnet_ids)
@@ -58,6 +49,28 @@ def deploy(settings: StackSettings) -> None:
     ), opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=cluster.workload_dependencies))
     pulumi.export("serviceEndpoints", mesh.endpoints)
     pulumi.export("apiKeys", pulumi.Output.secret(mesh.api_keys))
+
+
+def _images(settings: StackSettings, registry: Registry) -> dict[str, pulumi.Output[str]]:
+    """The stack that builds pushes its own images; a promoting stack copies the builder's digests."""
+    if not settings.images.builds:
+        promotion = ImagePromotion("promotion", ImagePromotionArgs(
+            settings=settings,
+            repository_urls={service.id: registry.repository_urls[service.id] for service in settings.services},
+        ))
+        return promotion.image_refs
+    images = {
+        service.id: ServiceImage(f"image-{service.id}", ServiceImageArgs(
+            service_id=service.id,
+            version=service.version,
+            repository_url=registry.repository_urls[service.id],
+            registry_id=registry.registry_ids[service.id],
+            source=settings.source_repository,
+            base_image=settings.images.base_image,
+        ))
+        for service in settings.services
+    }
+    return {service_id: image.repo_digest for service_id, image in images.items()}
 
 
 def main() -> None:

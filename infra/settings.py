@@ -163,6 +163,19 @@ class MeshSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ImageSettings:
+    """Where a stack's images come from: built here from a digest-pinned base, or promoted from a stack."""
+
+    base_image: str | None  # building stacks: <image>:<tag>@sha256:<digest>
+    promote_from: str | None  # promoting stacks: the stack whose imageRefs output this one deploys
+    pinned_refs: dict[str, str] = field(default_factory=dict, hash=False)  # service id -> ref, wins
+
+    @property
+    def builds(self) -> bool:
+        return self.promote_from is None
+
+
+@dataclass(frozen=True, kw_only=True)
 class StackSettings:
     """Everything one stack (environment) declares."""
 
@@ -182,6 +195,7 @@ class StackSettings:
     mesh: MeshSettings = field(default_factory=MeshSettings)
     karpenter: KarpenterSettings | None = None  # None: the managed node group only
     connectivity: ConnectivitySettings = ConnectivitySettings()
+    images: ImageSettings = field(default_factory=lambda: ImageSettings(base_image=None, promote_from=None))
 
     @property
     def name(self) -> str:

@@ -45,8 +45,8 @@ def test_every_resource_belongs_to_a_component(stack_run: StackRun) -> None:
     components = {r.urn for r in stack_run.resources if r.type.startswith("mesh:")}
     top_level = {r.type for r in stack_run.resources if r.parent not in components}
     assert top_level <= {"mesh:infra:Network", "mesh:infra:Cluster", "mesh:infra:Registry",
-                         "mesh:infra:ServiceImage", "mesh:k8s:ServiceMesh", "mesh:infra:Istio",
-                         "mesh:infra:PlatformAddons"}, top_level
+                         "mesh:infra:ServiceImage", "mesh:infra:ImagePromotion", "mesh:k8s:ServiceMesh",
+                         "mesh:infra:Istio", "mesh:infra:PlatformAddons"}, top_level
 
 
 def test_kubernetes_resources_use_the_cluster_provider(stack_run: StackRun) -> None:
