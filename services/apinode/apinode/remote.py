@@ -9,6 +9,7 @@ import orjson
 from .definition import RemoteSpec
 from .errors import SourceUnavailable
 from .httpclient import HttpError, HttpPool
+from .tracing import outgoing_headers
 
 
 class RemoteService:
@@ -39,7 +40,7 @@ class RemoteService:
         path = f"/{endpoint}/lookup" if single else f"/{endpoint}/lookup-multi"
         name = f"{self.spec.name}/{endpoint}"
         try:
-            status, content = await self._client.post(path, orjson.dumps(body))
+            status, content = await self._client.post(path, orjson.dumps(body), outgoing_headers())
         except HttpError as error:
             raise self._down(name, str(error)) from None
         if status != 200:
