@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 from infra import config_cluster
 from infra.config_mesh import parse_consumers
+from infra.config_governance import KEYS as GOVERNANCE_KEYS
+from infra.config_governance import parse_governance
 from infra.settings import (
     AutoscalingSettings,
     ClusterSettings,
@@ -56,6 +58,7 @@ KNOWN_KEYS = {
     "consumers",
     *(api_key_config_key(service_id) for service_id in SERVICE_IDS),
 }
+KNOWN_KEYS |= GOVERNANCE_KEYS  # infra/config_governance.py
 SECRET_KEYS = {"databasePassword", *(k for k in KNOWN_KEYS if k.endswith("ApiKey"))}
 _QUANTITY_CPU = re.compile(r"^\d+(\.\d+)?m?$")
 _QUANTITY_MEMORY = re.compile(r"^\d+(Ki|Mi|Gi)$")
@@ -372,6 +375,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
     services_reader.only(set(SERVICE_IDS))
     services = tuple(_service(services_reader.child(sid, "'{\"version\": \"1.0.0\", ...}'"), sid, secrets)
                      for sid in SERVICE_IDS)
+    services, governance = parse_governance(top, services)
     database = None
     if any(service.source == "sql" for service in services):
         database = _database(top.child("database", "'{\"host\": ..., \"cidr\": ...}'"),
@@ -409,6 +413,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         source_repository=source_repository,
         protect=config_cluster.protect(top),
         mesh=parse_consumers(ours, project=PROJECT, stack=stack, own_namespace=namespace),
+        governance=governance,
     )
 
 

@@ -134,6 +134,7 @@ class ServiceSettings:
     refresh_seconds: int
     enrichment: str | None  # scoring only: "bundled" or "remote"
     api_key: Secret | None  # None: generated per stack
+    runtime_env: tuple[tuple[str, str], ...] = ()  # more ConfigMap entries (APINODE_DISPATCH)
 
     @property
     def highly_available(self) -> bool:
@@ -161,6 +162,15 @@ class MeshSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GovernanceSettings:
+    """Model dispatch per prediction endpoint, and which monitoring add-ons the stack declares."""
+
+    model_dispatch: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict, hash=False)
+    prometheus_operator: bool = False
+    cloudwatch_observability: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class StackSettings:
     """Everything one stack (environment) declares."""
 
@@ -178,6 +188,7 @@ class StackSettings:
     source_repository: str | None = None  # the images' org.opencontainers.image.source label
     protect: bool = False  # cluster, KMS key and ECR repositories refuse deletion
     mesh: MeshSettings = field(default_factory=MeshSettings)
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)
 
     @property
     def name(self) -> str:

@@ -77,8 +77,8 @@ def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edi
     "edit, fragment",
     [
         (
-            lambda raw: raw["endpoints"]["high-spender"].update(model="model/missing.onnx"),
-            "high-spender.model: no such file",
+            lambda raw: raw["endpoints"]["high-spender"]["generations"]["2"].update(model="model/missing.onnx"),
+            "high-spender.generations.2.model: no such file",
         ),
         (
             lambda raw: raw["endpoints"]["high-spender"]["preprocessing"][0].update(transform="log"),
