@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -29,16 +30,27 @@ CLOUDWATCH_ADDON = "amazon-cloudwatch-observability"
 CLOUDWATCH_ADDON_VERSION = "v6.2.0-eksbuild.1"
 CLOUDWATCH_SERVICE_ACCOUNT = "cloudwatch-agent"
 CLOUDWATCH_POLICY = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
+DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "apinode.json"
+# kube-prometheus-stack's Grafana sidecar loads ConfigMaps with this label (its values.yaml:
+# sidecar.dashboards.label); searchNamespace must include the services' namespace.
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
 P99_OBJECTIVE_SECONDS = 0.05
 ERROR_RATIO_OBJECTIVE = 0.01
 
 
 def service_monitor_spec(service_id: str, namespace: str) -> dict[str, Any]:
-    """Scrape the service's ``http`` port at /metrics, every pod behind its Service."""
+    """Scrape the service's ``http`` port at /metrics, every pod behind its Service.
+
+    honorLabels: the operator adds the target labels ``endpoint`` (the port name, "http") and
+    ``service`` (prometheus-operator, pkg/prometheus/promcfg.go); without it they would replace
+    the runtime's own ``endpoint`` ("high-spender/predict") and ``service`` labels, moved to
+    ``exported_*``, and every rule and panel grouping by endpoint would see "http".
+    """
     return {
         "selector": {"matchLabels": selector_labels(service_id)},
         "namespaceSelector": {"matchNames": [namespace]},
-        "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}],
+        "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s",
+                       "honorLabels": True}],
     }
 
 
@@ -111,6 +123,11 @@ class Monitoring(pulumi.ComponentResource):
                 f"{name}-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
                 metadata={"name": "apinode", "namespace": namespace, "labels": labels},
                 spec=prometheus_rule_spec(namespace), opts=child)
+            k8s.core.v1.ConfigMap(
+                f"{name}-dashboard",
+                metadata={"name": "apinode-dashboard", "namespace": namespace,
+                          "labels": {**args.labels, GRAFANA_DASHBOARD_LABEL: "1"}},
+                data={DASHBOARD.name: DASHBOARD.read_text()}, opts=child)
             # Default-deny admits no scraper: let Prometheus's namespace reach the metrics port.
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-allow-scrape",

@@ -14,6 +14,7 @@ import pytest
 
 from infra.mocks import run_stack
 from infra.render import manifests
+from tests.infra.runtime_metrics import exposed_metric_names, used_metric_names
 
 CRDS = Path(__file__).with_name("crds") / "monitoring.coreos.com"
 ON = json.dumps({"prometheusOperator": True, "cloudwatchObservability": True})
@@ -71,6 +72,14 @@ def test_monitors_carry_the_release_label_or_kube_prometheus_stack_ignores_them(
             assert manifest["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
+def test_monitors_honor_the_runtime_labels_or_the_operator_overwrites_endpoint():
+    """The operator labels every scraped series endpoint=<port name> and service=<Service name>
+    (prometheus-operator pkg/prometheus/promcfg.go); the runtime's endpoint label ("high-spender/
+    predict") would become exported_endpoint and the rules' "by endpoint" would group on "http"."""
+    for monitor in _of_kind("prod", "ServiceMonitor"):
+        assert all(endpoint["honorLabels"] is True for endpoint in monitor["spec"]["endpoints"])
+
+
 def test_the_default_deny_namespace_admits_the_scraper():
     (policy,) = [p for p in _of_kind("prod", "NetworkPolicy") if p["metadata"]["name"] == "allow-prometheus-scrape"]
     source = policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
@@ -103,29 +112,14 @@ def test_the_cloudwatch_add_on_ships_the_logs_with_its_own_pod_identity():
     assert attachment.inputs["policyArn"] == "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
 
 
-class _Source:
-    kind, stale, ready, refresh_failures = "bundled", False, True, 0
-
-    def age_seconds(self) -> float:
-        return 1.0
-
-
-class _Runtime:
-    sources, remotes = {"behavior": _Source()}, {}
-
-    def is_ready(self) -> bool:
-        return True
-
-
 def test_every_metric_the_rules_use_is_one_the_runtime_exposes():
-    from apinode.audit import QueryLog, QueryLogCollector
-    from apinode.metrics import Metrics
-
-    metrics = Metrics("customer-scoring", _Runtime())
-    metrics.registry.register(QueryLogCollector("customer-scoring", QueryLog("off", "customer-scoring")))
-    metrics.observe("high-spender/predict", 503, 0.01, "SourceUnavailable", "2")
-    exposed = set(re.findall(r"^(apinode_[a-z_]+)", metrics.render().decode(), re.MULTILINE))
     (rules,) = _of_kind("dev", "PrometheusRule")
     used = {name for group in rules["spec"]["groups"] for rule in group["rules"]
-            for name in re.findall(r"apinode_[a-z_]+", rule["expr"])}
-    assert used and used <= exposed, used - exposed
+            for name in used_metric_names(rule["expr"])}
+    assert used and used <= exposed_metric_names(), used - exposed_metric_names()
+
+
+def test_the_dashboard_ships_to_grafana_when_the_operator_is_there():
+    (config,) = [c for c in _of_kind("prod", "ConfigMap") if c["metadata"]["name"] == "apinode-dashboard"]
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config["data"]["apinode.json"])["uid"] == "apinode-data-mesh"
