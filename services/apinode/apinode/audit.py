@@ -12,13 +12,13 @@ together. The API key is recorded as a one-way id (``apiKeyId``), never the key.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,8 +120,16 @@ def _redacted(values: Any, redact: frozenset[str]) -> Any:
     return {k: v for k, v in values.items() if k not in redact}
 
 
+_second = [-1, ""]  # the last second formatted: records arrive in bursts within one second
+
+
 def _time(wall: float) -> str:
-    return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with milliseconds; the date and time part is formatted once per second."""
+    second = int(wall)
+    if second != _second[0]:
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second[0] = second
+    return f"{_second[1]}.{int((wall - second) * 1000):03d}Z"
 
 
 def records(query: Query, service: str, status: int, error_type: str | None, seconds: float) -> list[dict]:
@@ -192,18 +200,21 @@ class QueryLog:
         self._service = service
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.written = self.dropped = self.failed = 0
+        self.max_pending = MAX_PENDING
         self._thread: threading.Thread | None = None
         self._stream = None
 
     def start(self) -> None:
         if not self.enabled or self._thread is not None:
             return
-        if self.destination == "stdout":
-            self._stream = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
-        else:
-            self._stream = open(self.destination, "ab", buffering=1 << 16)  # noqa: SIM115 (the thread owns it)
+        self._stream = self._open()
         self._thread = threading.Thread(target=self._run, name="apinode-query-log", daemon=True)
         self._thread.start()
+
+    def _open(self):
+        if self.destination == "stdout":
+            return os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
+        return open(self.destination, "ab", buffering=1 << 16)  # noqa: SIM115 (the writer thread owns it)
 
     def sampled(self, spec: QueryLogSpec, trace) -> bool:
         if not self.enabled:
@@ -216,7 +227,7 @@ class QueryLog:
         """Hand a finished query to the writer; never blocks, never raises."""
         if self._thread is None:
             return
-        if self._queue.qsize() >= MAX_PENDING:
+        if self._queue.qsize() >= self.max_pending:
             self.dropped += 1
             return
         self._queue.put((query, status, error_type, seconds))
