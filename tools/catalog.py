@@ -40,6 +40,7 @@ def _endpoints(definition) -> str:
 def entities(root: Path = ROOT) -> list[dict]:
     """The catalog's entities, in a fixed order."""
     sys.path.insert(0, str(root / "services" / "apinode"))
+    from apinode.examples import with_examples
     from apinode.loader import load_definition
     from apinode.openapi import openapi_document
 
@@ -70,7 +71,7 @@ def entities(root: Path = ROOT) -> list[dict]:
         if consumes:
             component["spec"]["consumesApis"] = consumes
             component["spec"]["dependsOn"] = [ref.replace("api:", "component:") for ref in consumes]
-        document = openapi_document(definition)
+        document = with_examples(openapi_document(definition), definition)  # as app.py serves it
         out.append(component)
         out.append({
             "apiVersion": "backstage.io/v1alpha1", "kind": "API",
