@@ -6,7 +6,7 @@ observability EKS add-on that ships the pods' stdout, the query records, to Clou
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,9 @@ class MonitoringArgs:
     settings: StackSettings
     cluster_name: pulumi.Input[str]
     labels: Mapping[str, str]
+    # The CloudWatch agent is a DaemonSet that takes its credentials from EKS Pod Identity: it
+    # waits for the nodes and the eks-pod-identity-agent add-on.
+    cloudwatch_after: Sequence[pulumi.Resource] = ()
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -155,5 +158,5 @@ class Monitoring(pulumi.ComponentResource):
                 addon_version=CLOUDWATCH_ADDON_VERSION, tags=settings.tags,
                 pod_identity_associations=[aws.eks.AddonPodIdentityAssociationArgs(
                     role_arn=role.arn, service_account=CLOUDWATCH_SERVICE_ACCOUNT)],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, *args.cloudwatch_after]))
         self.register_outputs({})

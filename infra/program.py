@@ -59,6 +59,7 @@ def deploy(settings: StackSettings) -> None:
     if governance.prometheus_operator or governance.cloudwatch_observability:
         Monitoring("monitoring", MonitoringArgs(
             settings=settings, cluster_name=cluster.name, labels=common_labels(settings),
+            cloudwatch_after=(cluster.addons.pod_identity_agent, cluster.node_group),
         ), opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=[mesh]))
 
 

@@ -110,6 +110,10 @@ def test_the_cloudwatch_add_on_ships_the_logs_with_its_own_pod_identity():
     assert set(trust["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
     attachment = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "monitoring-cloudwatch")
     assert attachment.inputs["policyArn"] == "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
+    # Without the Pod Identity agent the association hands out no credentials: the agent would
+    # start and fail to ship anything until it exists.
+    (agent,) = [a for a in run.of_type("aws:eks/addon:Addon") if a.inputs["addonName"] == "eks-pod-identity-agent"]
+    assert agent.urn in addon.dependencies and attachment.urn in addon.dependencies
 
 
 def test_every_metric_the_rules_use_is_one_the_runtime_exposes():
