@@ -193,3 +193,16 @@ def test_the_committed_generations_answer_differently(real_scoring):
         assert (one["apiContext"]["serviceGeneration"], two["apiContext"]["serviceGeneration"]) == ("1", "2")
         differ += one["result"]["probas"] != two["result"]["probas"]
     assert differ == 5
+
+
+def test_the_product_page_lists_the_generations_with_the_weights_this_process_dispatches():
+    import types
+
+    from apinode.docs import DocsPages
+    from tests.apinode_proc import REPO
+
+    definition = load_definition(REPO / "services" / "customer-scoring",
+                                 {"APINODE_DISPATCH": '{"high-spender": {"1": 90, "2": 10}}'})
+    page = DocsPages(definition, types.SimpleNamespace(sources={}), {}).product_page().decode()
+    assert "<tr><td><code>1</code></td><td><code>high-spender.onnx</code></td><td>90</td></tr>" in page
+    assert "<tr><td><code>2</code></td><td><code>high-spender-2.onnx</code></td><td>10</td></tr>" in page
