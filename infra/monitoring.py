@@ -23,7 +23,6 @@ from infra.settings import StackSettings
 # ruleSelectorNilUsesHelmValues: true); without it they are silently ignored.
 PROMETHEUS_RELEASE_LABEL = "release"
 DEFAULT_PROMETHEUS_RELEASE = "kube-prometheus-stack"
-PROMETHEUS_NAMESPACE = "monitoring"
 # amazon-cloudwatch-observability: Pod Identity from add-on 3.1.0 (CloudWatch docs, "Quick start
 # with the Amazon CloudWatch Observability EKS add-on"); its agent's service account is fixed.
 CLOUDWATCH_ADDON = "amazon-cloudwatch-observability"
@@ -131,18 +130,8 @@ class Monitoring(pulumi.ComponentResource):
                 metadata={"name": "apinode-dashboard", "namespace": namespace,
                           "labels": {**args.labels, GRAFANA_DASHBOARD_LABEL: "1"}},
                 data={DASHBOARD.name: DASHBOARD.read_text()}, opts=child)
-            # Default-deny admits no scraper: let Prometheus's namespace reach the metrics port.
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-allow-scrape",
-                metadata={"name": "allow-prometheus-scrape", "namespace": namespace, "labels": dict(args.labels)},
-                spec={"podSelector": {"matchExpressions": [{
-                    "key": "app.kubernetes.io/name", "operator": "In",
-                    "values": [service.id for service in settings.services]}]},
-                    "policyTypes": ["Ingress"],
-                    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
-                        "kubernetes.io/metadata.name": PROMETHEUS_NAMESPACE}}}],
-                        "ports": [{"protocol": "TCP", "port": service.port} for service in settings.services]}]},
-                opts=child)
+            # No NetworkPolicy of its own: scrapes come through the mesh (infra/authz.py, policies.py:
+            # the waypoint admits HBONE from the monitoring namespace and serves it /metrics).
         if governance.cloudwatch_observability:
             aws_child = pulumi.ResourceOptions(parent=self)
             role = aws.iam.Role(

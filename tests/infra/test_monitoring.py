@@ -80,11 +80,18 @@ def test_monitors_honor_the_runtime_labels_or_the_operator_overwrites_endpoint()
         assert all(endpoint["honorLabels"] is True for endpoint in monitor["spec"]["endpoints"])
 
 
-def test_the_default_deny_namespace_admits_the_scraper():
-    (policy,) = [p for p in _of_kind("prod", "NetworkPolicy") if p["metadata"]["name"] == "allow-prometheus-scrape"]
-    source = policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
-    assert source == {"kubernetes.io/metadata.name": "monitoring"}
-    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == {8080}
+def test_scrapes_come_through_the_mesh_never_in_plaintext_to_the_service_port():
+    """Under STRICT mTLS ztunnel refuses plaintext, so a NetworkPolicy opening 8080 to Prometheus would
+    only be a hole: the mesh's waypoint admits the monitoring namespace (HBONE) and serves /metrics."""
+    policies = {p["metadata"]["name"]: p for p in _of_kind("prod", "NetworkPolicy")}
+    sources = policies["allow-hbone-to-waypoint"]["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in [
+        {k: v for k, v in s.items() if k == "namespaceSelector"} for s in sources]
+    for policy in policies.values():
+        for rule in policy["spec"].get("ingress", []):
+            namespaces = [s.get("namespaceSelector", {}).get("matchLabels", {}) for s in rule.get("from", [])]
+            if {"kubernetes.io/metadata.name": "monitoring"} in namespaces:
+                assert {p["port"] for p in rule["ports"]} == {15008}, policy["metadata"]["name"]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
