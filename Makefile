@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= dev
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/apinode
 
-.PHONY: help install run test test-fast system-deps data render bench soak clean
+.PHONY: help install run test test-fast system-deps data render bench soak clean catalog
 
 help:
 	@echo "make run      both services on 127.0.0.1 (scoring :8080, features :8081), bundled data"
@@ -15,6 +15,7 @@ help:
 	@echo "                             and its connectivity table into docs/kubernetes.md"
 	@echo "make bench    benchmark against Feast and MLflow serving; writes bench/results.md"
 	@echo "make soak     10 minutes of mixed load; report in bench/out/soak.md"
+	@echo "make catalog  regenerate catalog-info.yaml (Backstage entities) from the service definitions"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ data: install
 
 render: install
 	$(PY) -m infra.render --stack $(STACK) --out rendered/$(STACK) --docs docs/kubernetes.md
+
+catalog: install
+	$(PY) -m tools.catalog
 
 bench: install
 	bench/run

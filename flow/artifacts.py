@@ -23,11 +23,17 @@ SCORING_MODEL = Path("services/customer-scoring/model")
 BUNDLE_NAMES = ("demographics.npz", "behavior.npz")
 
 
-def artifact_paths() -> list[Path]:
+def model_stem(generation: str) -> str:
+    """File name of a generation's model, without suffix: generation 1 keeps the plain name."""
+    return MODEL_NAME if generation == "1" else f"{MODEL_NAME}-{generation}"
+
+
+def artifact_paths(generations: tuple[str, ...] = ("1", "2")) -> list[Path]:
     """Every file ``python -m flow all`` writes, relative to the repository root."""
     bundles = [folder / name for folder in (FEATURES_DATA, SCORING_DATA) for name in BUNDLE_NAMES]
-    model = [SCORING_MODEL / f"{MODEL_NAME}.{suffix}" for suffix in ("onnx", "json", "reference.json")]
-    return bundles + model
+    models = [SCORING_MODEL / f"{model_stem(g)}{suffix}" for g in generations
+              for suffix in (".onnx", ".json", ".reference.json")]
+    return bundles + models
 
 
 def write_bundles(population: Population, out: Path) -> list[Path]:
@@ -47,8 +53,8 @@ def model_card_text(card: dict) -> str:
     return json.dumps(card, sort_keys=True, indent=2) + "\n"
 
 
-def write_all(population: Population, model: TrainedModel, root: Path) -> list[Path]:
-    """Both services' bundles (identical copies) and the scoring model with its card, under ``root``."""
+def write_all(population: Population, models: dict[str, TrainedModel], root: Path) -> list[Path]:
+    """Both services' bundles (identical copies) and each generation's model and card, under ``root``."""
     written = write_bundles(population, root / FEATURES_DATA)
     (root / SCORING_DATA).mkdir(parents=True, exist_ok=True)
     for source in list(written):
@@ -56,9 +62,10 @@ def write_all(population: Population, model: TrainedModel, root: Path) -> list[P
         written.append(Path(shutil.copyfile(source, root / SCORING_DATA / source.name)))
     model_dir = root / SCORING_MODEL
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / f"{MODEL_NAME}.onnx").write_bytes(model.onnx_bytes)
-    (model_dir / f"{MODEL_NAME}.json").write_text(model_card_text(model.card), encoding="utf-8")
-    reference_text = model_card_text(model.reference)
-    (model_dir / f"{MODEL_NAME}.reference.json").write_text(reference_text, encoding="utf-8")
-    written += [model_dir / f"{MODEL_NAME}.{suffix}" for suffix in ("onnx", "json", "reference.json")]
+    for generation, model in models.items():
+        stem = model_stem(generation)
+        (model_dir / f"{stem}.onnx").write_bytes(model.onnx_bytes)
+        (model_dir / f"{stem}.json").write_text(model_card_text(model.card), encoding="utf-8")
+        (model_dir / f"{stem}.reference.json").write_text(model_card_text(model.reference), encoding="utf-8")
+        written += [model_dir / f"{stem}{suffix}" for suffix in (".onnx", ".json", ".reference.json")]
     return written

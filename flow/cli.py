@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(write_bundles(population, args.out), started)
         return 0
     # Imported here so `generate` works without the training stack installed.
-    from flow.train import train
+    from flow.train import GENERATIONS, train
 
-    model = train(population, args.seed)
-    written = write_all(population, model, args.root)
+    models = {generation: train(population, args.seed, generation) for generation in GENERATIONS}
+    written = write_all(population, models, args.root)
     _report(written, started)
-    print(f"holdout AUC {model.card['metrics']['holdout_auc']}", file=sys.stderr)
+    for generation, model in models.items():
+        print(f"generation {generation}: holdout AUC {model.card['metrics']['holdout_auc']}", file=sys.stderr)
     return 0

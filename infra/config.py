@@ -20,6 +20,8 @@ from infra import config_cluster
 from infra.config_mesh import parse_consumers
 from infra.config_platform import PLATFORM_KEYS, platform_settings
 from infra.config_images import IMAGE_KEYS, image_settings
+from infra.config_governance import KEYS as GOVERNANCE_KEYS
+from infra.config_governance import parse_governance
 from infra.settings import (
     AutoscalingSettings,
     ClusterSettings,
@@ -60,6 +62,7 @@ KNOWN_KEYS = {
     *(api_key_config_key(service_id) for service_id in SERVICE_IDS),
     *IMAGE_KEYS,
 }
+KNOWN_KEYS |= GOVERNANCE_KEYS  # infra/config_governance.py
 SECRET_KEYS = {"databasePassword", *(k for k in KNOWN_KEYS if k.endswith("ApiKey"))}
 _QUANTITY_CPU = re.compile(r"^\d+(\.\d+)?m?$")
 _QUANTITY_MEMORY = re.compile(r"^\d+(Ki|Mi|Gi)$")
@@ -376,6 +379,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
     services_reader.only(set(SERVICE_IDS))
     services = tuple(_service(services_reader.child(sid, "'{\"version\": \"1.0.0\", ...}'"), sid, secrets)
                      for sid in SERVICE_IDS)
+    services, governance = parse_governance(top, services)
     database = None
     if any(service.source == "sql" for service in services):
         database = _database(top.child("database", "'{\"host\": ..., \"cidr\": ...}'"),
@@ -415,6 +419,7 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         mesh=parse_consumers(ours, project=PROJECT, stack=stack, own_namespace=namespace),
         **platform_settings(top, services, cidr, exposure, database),
         images=image_settings(top, stack, SERVICE_IDS),
+        governance=governance,
     )
 
 

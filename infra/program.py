@@ -9,7 +9,8 @@ from infra.cluster import Cluster, ClusterArgs, cluster_name
 from infra.config import ConfigError, settings_from_pulumi
 from infra.image import ServiceImage, ServiceImageArgs
 from infra.istio import Istio, IstioArgs
-from infra.mesh import ServiceMesh, ServiceMeshArgs
+from infra.mesh import ServiceMesh, ServiceMeshArgs, common_labels
+from infra.monitoring import Monitoring, MonitoringArgs
 from infra.network import Network, NetworkArgs
 from infra.platform_addons import PlatformAddons, PlatformAddonsArgs
 from infra.promotion import ImagePromotion, ImagePromotionArgs
@@ -49,6 +50,12 @@ def deploy(settings: StackSettings) -> None:
     ), opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=cluster.workload_dependencies))
     pulumi.export("serviceEndpoints", mesh.endpoints)
     pulumi.export("apiKeys", pulumi.Output.secret(mesh.api_keys))
+    governance = settings.governance
+    if governance.prometheus_operator or governance.cloudwatch_observability:
+        Monitoring("monitoring", MonitoringArgs(
+            settings=settings, cluster_name=cluster.name, labels=common_labels(settings),
+            cloudwatch_after=(cluster.addons.pod_identity_agent, cluster.node_group),
+        ), opts=pulumi.ResourceOptions(provider=cluster.provider, depends_on=[mesh]))
 
 
 def _images(settings: StackSettings, registry: Registry) -> dict[str, pulumi.Output[str]]:

@@ -136,6 +136,7 @@ class ServiceSettings:
     refresh_seconds: int
     enrichment: str | None  # scoring only: "bundled" or "remote"
     api_key: Secret | None  # None: generated per stack
+    runtime_env: tuple[tuple[str, str], ...] = ()  # more ConfigMap entries (APINODE_DISPATCH)
 
     @property
     def highly_available(self) -> bool:
@@ -176,6 +177,15 @@ class ImageSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GovernanceSettings:
+    """Model dispatch per prediction endpoint, and which monitoring add-ons the stack declares."""
+
+    model_dispatch: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict, hash=False)
+    prometheus_operator: bool = False
+    cloudwatch_observability: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class StackSettings:
     """Everything one stack (environment) declares."""
 
@@ -196,6 +206,7 @@ class StackSettings:
     karpenter: KarpenterSettings | None = None  # None: the managed node group only
     connectivity: ConnectivitySettings = ConnectivitySettings()
     images: ImageSettings = field(default_factory=lambda: ImageSettings(base_image=None, promote_from=None))
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)
 
     @property
     def name(self) -> str:

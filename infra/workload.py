@@ -74,6 +74,7 @@ def config_data(service: ServiceSettings, database: DatabaseSettings | None,
             "APINODE_SQL_MODE": service.sql_mode,
             "APINODE_SQL_REFRESH_SECONDS": str(service.refresh_seconds),
         })
+    data.update(service.runtime_env)
     return data
 
 

@@ -67,7 +67,7 @@ def tables(count: int, seed: int = 7) -> tuple[dict, dict]:
     return demographics, behavior
 
 
-def tiny_model(path: Path) -> None:
+def tiny_model(path: Path, bias: float = -1.5) -> None:
     """A logistic score over the contract's 11 inputs: label int64 [N], probabilities float32 [N, 2]."""
     weights = np.array(
         [[0.01], [0.005], [0.05], [0.002], [0.001], [-0.004], [0.05], [-2.0]], dtype=np.float32
@@ -109,7 +109,7 @@ def tiny_model(path: Path) -> None:
         ],
         initializer=[
             helper.make_tensor("weights", TensorProto.FLOAT, [8, 1], weights.ravel()),
-            helper.make_tensor("bias", TensorProto.FLOAT, [1], [-1.5]),
+            helper.make_tensor("bias", TensorProto.FLOAT, [1], [bias]),
             helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
         ],
     )
@@ -176,4 +176,7 @@ def service_dir(root: Path, service: str, count: int = 500) -> Path:
         (target / "model").mkdir(exist_ok=True)
         tiny_model(target / "model" / "high-spender.onnx")
         tiny_reference(target / "model" / "high-spender.onnx", demographics, behavior)
+        # Generation 2: the same inputs, another bias, so its answers differ from generation 1's.
+        tiny_model(target / "model" / "high-spender-2.onnx", bias=-0.5)
+        tiny_reference(target / "model" / "high-spender-2.onnx", demographics, behavior)
     return target

@@ -77,8 +77,8 @@ def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edi
     "edit, fragment",
     [
         (
-            lambda raw: raw["endpoints"]["high-spender"].update(model="model/missing.onnx"),
-            "high-spender.model: no such file",
+            lambda raw: raw["endpoints"]["high-spender"]["generations"]["2"].update(model="model/missing.onnx"),
+            "high-spender.generations.2.model: no such file",
         ),
         (
             lambda raw: raw["endpoints"]["high-spender"]["preprocessing"][0].update(transform="log"),
@@ -113,8 +113,8 @@ def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edi
             "explanations.n_explanations: at most the 11 model inputs",
         ),
         (
-            lambda raw: raw["endpoints"]["high-spender"].update(reference="model/none.json"),
-            "high-spender.reference: cannot read the model reference",
+            lambda raw: raw["endpoints"]["high-spender"]["generations"]["2"].update(reference="model/none.json"),
+            "high-spender.generations.2.reference: cannot read the model reference",
         ),
     ],
 )

@@ -27,7 +27,7 @@ def test_metrics_count_requests_errors_and_data_age(scoring_server):
     predict(scoring_server, "bob")
     text = httpx.get(scoring_server.url + "/metrics").text
     assert (
-        'apinode_requests_total{endpoint="high-spender/predict",service="customer-scoring",status="200"}'
+        'apinode_requests_total{endpoint="high-spender/predict",generation="1",service="customer-scoring",status="200"}'
         in text
     )
     assert (

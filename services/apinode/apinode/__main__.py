@@ -20,11 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--log-level", default=os.environ.get("APINODE_LOG_LEVEL", "info"))
     check_parser = commands.add_parser("check", help="validate a service definition and exit")
     check_parser.add_argument("service_dir")
+    commands.add_parser("key-id", help="print the query records' id of the API key read from stdin")
     args = parser.parse_args(argv)
+    if args.command == "key-id":
+        from .audit import key_id
+
+        print(key_id(sys.stdin.readline().strip()))
+        return 0
     logging.basicConfig(
         level=getattr(logging, args.__dict__.get("log_level", "info").upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s: %(message)s",
     )
+    from .tracing import TraceLogFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TraceLogFilter())
     from .settings import load_settings
 
     try:

@@ -7,6 +7,8 @@ import time
 
 import orjson
 
+from . import tracing
+from .audit import Query, QueryLog, QueryLogCollector, QueryLogSpec
 from .auth import ApiKeys
 from .docs import DocsPages
 from .errors import (
@@ -40,11 +42,14 @@ class _ClientGone(Exception):
 class _Route:
     """One API route: its handler method, metric label and the tables whose staleness it reports."""
 
-    __slots__ = ("call", "label", "tables", "refreshing")
+    __slots__ = ("call", "label", "tables", "refreshing", "endpoint", "kind", "audit", "generation")
 
-    def __init__(self, call, label: str, tables: tuple[str, ...]) -> None:
+    def __init__(self, call, label: str, tables: tuple[str, ...], audit=None, generation=None) -> None:
         self.call, self.label, self.tables = call, label, tables
         self.refreshing: tuple = ()  # its sources that can go stale, known once started
+        self.endpoint, _, self.kind = label.partition("/")
+        self.audit = audit or QueryLogSpec()  # sampling and redaction of its query records
+        self.generation = generation  # lookups: the service's; predictions: set by the dispatch
 
 
 # A JSON body under the form type is what `curl --data '{...}'` sends, as in Dataiku's own samples.
@@ -64,6 +69,8 @@ class ApiNodeApp:
         self.settings = settings
         self.runtime = Runtime(definition, settings.env)
         self.metrics = Metrics(definition.id, self.runtime)
+        self.query_log = QueryLog(settings.env.get("APINODE_QUERY_LOG") or "stdout", definition.id)
+        self.metrics.registry.register(QueryLogCollector(definition.id, self.query_log))
         self._keys = ApiKeys(settings.api_keys)
         self._limits = definition.limits
         self._service = definition.id
@@ -71,15 +78,17 @@ class ApiNodeApp:
         self._routes: dict[str, _Route] = {}
         for name, endpoint in definition.lookups.items():
             handler = LookupHandler(definition, endpoint, self.runtime)
-            self._routes[f"{base}{name}/lookup"] = _Route(handler.one, f"{name}/lookup", handler.tables)
+            extra = (endpoint.query_log, definition.version)
+            self._routes[f"{base}{name}/lookup"] = _Route(handler.one, f"{name}/lookup", handler.tables, *extra)
             self._routes[f"{base}{name}/lookup-multi"] = _Route(
-                handler.many, f"{name}/lookup-multi", handler.tables
+                handler.many, f"{name}/lookup-multi", handler.tables, *extra
             )
         for name, endpoint in definition.predictions.items():
             handler = PredictionHandler(definition, endpoint, self.runtime)
-            self._routes[f"{base}{name}/predict"] = _Route(handler.one, f"{name}/predict", handler.tables)
+            audit = endpoint.query_log
+            self._routes[f"{base}{name}/predict"] = _Route(handler.one, f"{name}/predict", handler.tables, audit)
             self._routes[f"{base}{name}/predict-multi"] = _Route(
-                handler.many, f"{name}/predict-multi", handler.tables
+                handler.many, f"{name}/predict-multi", handler.tables, audit
             )
         self._swagger = orjson.dumps(with_examples(openapi_document(definition), definition))
         self._gets = {
@@ -107,6 +116,8 @@ class ApiNodeApp:
         started_ns = time.perf_counter_ns()
         headers = _JSON
         error_type = None
+        query = Query(route.kind, route.endpoint, route.audit, time.time())
+        query.generation = route.generation
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
@@ -120,7 +131,12 @@ class ApiNodeApp:
                     content_type = value
                 elif name == b"content-length":
                     length = value
-            self._keys.check(authorization)
+                elif name == b"traceparent":
+                    query.trace = tracing.from_header(value)
+            if query.trace is None:
+                query.trace = tracing.from_header(None)
+            tracing.current.set(query.trace)
+            query.key_id = self._keys.check(authorization)
             if content_type is not None and not _json_content_type(content_type):
                 raise UnsupportedMediaType(
                     f"unsupported content type {content_type.decode('latin-1')!r}",
@@ -134,7 +150,8 @@ class ApiNodeApp:
                 raise MalformedRequest(
                     "the body is not valid JSON", f"the body is not valid JSON: {error}"
                 ) from None
-            answer = await route.call(parsed, timing)
+            query.body = parsed
+            answer = await route.call(parsed, timing, query)
             if route.refreshing:
                 stale = [source.spec.name for source in route.refreshing if source.stale]
                 if stale:
@@ -147,7 +164,9 @@ class ApiNodeApp:
             elif status == 413:  # the rest of the body may still be coming: do not reuse
                 headers = _JSON + [(b"connection", b"close")]
         except _ClientGone:
-            self.metrics.observe(route.label, 499, (time.perf_counter_ns() - started_ns) / 1e9, "ClientGone")
+            seconds = (time.perf_counter_ns() - started_ns) / 1e9
+            self.metrics.observe(route.label, 499, seconds, "ClientGone", query.generation or "")
+            self._record(query, 499, "ClientGone", seconds)
             return
         except Exception:
             # A bug: answer JSON anyway, and leave the stack trace in the log.
@@ -162,7 +181,15 @@ class ApiNodeApp:
             }
         )
         await send({"type": "http.response.body", "body": out})
-        self.metrics.observe(route.label, status, (time.perf_counter_ns() - started_ns) / 1e9, error_type)
+        seconds = (time.perf_counter_ns() - started_ns) / 1e9
+        self.metrics.observe(route.label, status, seconds, error_type, query.generation or "")
+        self._record(query, status, error_type, seconds)
+
+    def _record(self, query: Query, status: int, error_type: str | None, seconds: float) -> None:
+        if query.trace is None:  # refused before its headers were read (405, 503 while loading)
+            query.trace = tracing.from_header(None)
+        if self.query_log.sampled(query.spec, query.trace):
+            self.query_log.submit(query, status, error_type, seconds)
 
     async def _body(self, receive, length: bytes | None) -> bytes:
         limit = self._limits.max_body_bytes
@@ -244,6 +271,7 @@ class ApiNodeApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    self.query_log.start()
                     await self.runtime.start()
                     for route in self._routes.values():
                         route.refreshing = self.runtime.refreshing(route.tables)
@@ -254,6 +282,7 @@ class ApiNodeApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.stop()
+                self.query_log.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

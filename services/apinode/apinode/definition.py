@@ -84,6 +84,7 @@ class LookupEndpoint:
     @property
     def table(self) -> str:
         return self.tables[0]
+    query_log: Any = None  # audit.QueryLogSpec: sampling and redaction of its query records
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ class PredictionEndpoint:
     strict_types: bool = False
     explanations: ExplanationSettings = field(default_factory=ExplanationSettings)
     reference: dict[str, Any] = field(default_factory=dict)
+    generations: tuple = ()  # generations.Generation, the first being model_path's
+    dispatch: tuple[tuple[str, float], ...] = ()  # (generation, weight) in declaration order
+    query_log: Any = None  # audit.QueryLogSpec
 
 
 @dataclass(frozen=True)

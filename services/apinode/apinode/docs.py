@@ -219,9 +219,10 @@ class DocsPages:
         for name, endpoint in predictions.items():
             generations = getattr(endpoint, "generations", None)
             if generations:
+                weights = dict(endpoint.dispatch)  # generations.py: the weights as this process dispatches
                 rows = "".join(
-                    f"<tr><td><code>{html.escape(str(g.id))}</code></td><td>{html.escape(g.model_path.name)}</td>"
-                    f"<td>{g.weight:g}</td></tr>"
+                    f"<tr><td><code>{html.escape(str(g.id))}</code></td><td><code>{html.escape(g.model_path.name)}</code></td>"
+                    f"<td>{weights.get(g.id, 0.0):g}</td></tr>"
                     for g in generations
                 )
                 detail = (

@@ -15,8 +15,10 @@ from .errors import (
     RecordNotFound,
     SeveralMatches,
 )
+from .audit import NO_QUERY
 from .explanations import InvalidExplanations, request_settings
 from .features import FeatureValidator
+from .generations import Dispatcher
 from .runtime import Runtime
 
 _now = time.perf_counter_ns
@@ -141,7 +143,7 @@ class LookupHandler:
                 per_table.append(await source.rows_many(keys) if keys else [])
         return [list(found) for found in zip(*per_table)] if keys else []
 
-    async def one(self, body: object, timing: Timing) -> dict:
+    async def one(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         if type(body) is not dict:
             raise MalformedRequest("the body must be a JSON object", 'the body must be {"data": {...}}')
         _optional_object(body, "context", "context")
@@ -149,15 +151,20 @@ class LookupHandler:
         timing.lap("preProcessing")
         (found,) = await self._rows([key])
         timing.lap("enrich")
-        return {"results": [self._result(key, found)], "apiContext": self._context, "timing": timing.done()}
+        result = self._result(key, found)
+        query.add(body["data"], None, result, body.get("context"))
+        return {"results": [result], "apiContext": self._context, "timing": timing.done()}
 
-    async def many(self, body: object, timing: Timing) -> dict:
+    async def many(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         items = _items(body, self._max_items, "data")
         keys = [self._key(item["data"], f"items[{i}].data") for i, item in enumerate(items)]
         timing.lap("preProcessing")
         found = await self._rows(keys)
         timing.lap("enrich")
         results = [self._result(key, rows) for key, rows in zip(keys, found)]
+        if query.recording:
+            for item, result in zip(items, results):
+                query.add(item["data"], None, result, item.get("context", body.get("context")))
         return {"results": results, "apiContext": self._context, "timing": timing.done()}
 
 
@@ -171,9 +178,17 @@ class PredictionHandler:
         self._max_items = definition.limits.max_batch_items
         self._context = api_context(definition, endpoint.name)
         self.tables = tuple(lookup.table for lookup in endpoint.lookups)
+        self._dispatch = Dispatcher(endpoint.name, endpoint.dispatch or ((definition.version, 1.0),))
+        # apiContext per generation, built once: serviceGeneration says which one answered.
+        self._contexts = {g: {**self._context, "serviceGeneration": g} for g in self._dispatch.ids}
 
-    def _settings(self, body: dict, records: int):
-        model = self._runtime.models[self.endpoint.name]
+    def _generation(self, body: dict, query) -> tuple[str, object]:
+        """The generation that answers this request (generations.py), and its model."""
+        generation = self._dispatch.choose(body)
+        query.generation = generation
+        return generation, self._runtime.generations[self.endpoint.name][generation]
+
+    def _settings(self, body: dict, records: int, model):
         settings = request_settings(body.get("explanations"), self.endpoint.explanations, len(model.inputs))
         if not settings.enabled:
             return None
@@ -201,8 +216,7 @@ class PredictionHandler:
             )
         return features
 
-    def _score(self, rows: list[dict], settings, timing: Timing) -> list[dict]:
-        model = self._runtime.models[self.endpoint.name]
+    def _score(self, rows: list[dict], settings, timing: Timing, model) -> list[dict]:
         if settings is None and len(rows) == 1:
             timing.lap("preparation")
             scored = [model.predict_one(rows[0])]
@@ -231,18 +245,20 @@ class PredictionHandler:
             results.append(result)
         return results
 
-    async def _scored(self, rows: list[dict], settings, timing: Timing) -> list[dict]:
+    async def _scored(self, rows: list[dict], settings, timing: Timing, model) -> list[dict]:
         if settings is None:
-            return self._score(rows, settings, timing)
+            return self._score(rows, settings, timing, model)
         # Explanations cost up to max_rows model rows (a second or more): off the event loop, so
         # other requests keep being answered meanwhile (onnxruntime's run is thread-safe).
-        return await asyncio.to_thread(self._score, rows, settings, timing)
+        return await asyncio.to_thread(self._score, rows, settings, timing, model)
 
-    async def one(self, body: object, timing: Timing) -> dict:
+    async def one(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         body = self._envelope(body, "features", '{"features": {...}}')
         _optional_object(body, "context", "context")
+        generation, model = self._generation(body, query)
         features = self._features(body["features"], "features")
-        settings = self._settings(body, 1)
+        settings = self._settings(body, 1, model)
+        sent = dict(features) if query.recording else None
         timing.lap("preProcessing")
         try:
             await self._runtime.enrichers[self.endpoint.name].complete_one(features)
@@ -250,23 +266,31 @@ class PredictionHandler:
             if not problem.record_level:
                 raise
             timing.lap("enrich")
-            return {"result": _ignored(problem), "apiContext": self._context, "timing": timing.done()}
+            result = _ignored(problem)
+            query.add(sent, features, result, body.get("context"))
+            return {"result": result, "apiContext": self._contexts[generation], "timing": timing.done()}
         timing.lap("enrich")
-        (result,) = await self._scored([features], settings, timing)
-        return {"result": result, "apiContext": self._context, "timing": timing.done()}
+        (result,) = await self._scored([features], settings, timing, model)
+        query.add(sent, features, result, body.get("context"))
+        return {"result": result, "apiContext": self._contexts[generation], "timing": timing.done()}
 
-    async def many(self, body: object, timing: Timing) -> dict:
+    async def many(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         items = _items(body, self._max_items, "features")
         _dispatch(body)
+        generation, model = self._generation(body, query)
         rows = [self._features(item["features"], f"items[{i}].features") for i, item in enumerate(items)]
-        settings = self._settings(body, len(rows))
+        settings = self._settings(body, len(rows), model)
+        sent = [dict(row) for row in rows] if query.recording else None
         timing.lap("preProcessing")
         problems = await self._runtime.enrichers[self.endpoint.name].complete(rows)
         timing.lap("enrich")
         scorable = [row for row, problem in zip(rows, problems) if problem is None]
-        scores = iter(await self._scored(scorable, settings, timing) if scorable else [])
+        scores = iter(await self._scored(scorable, settings, timing, model) if scorable else [])
         results = [next(scores) if problem is None else _ignored(problem) for problem in problems]
-        return {"results": results, "apiContext": self._context, "timing": timing.done()}
+        if sent is not None:
+            for item, before, row, result in zip(items, sent, rows, results):
+                query.add(before, row, result, item.get("context", body.get("context")))
+        return {"results": results, "apiContext": self._contexts[generation], "timing": timing.done()}
 
 
 def _ignored(problem: ApiError) -> dict:

@@ -233,10 +233,11 @@ class HttpPool:
         self._timeout = timeout
         self._max_body = max_body
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """(status, body) of ``POST <base path><path>``."""
+    async def post(self, path: str, body: bytes, extra_headers: bytes = b"") -> tuple[int, bytes]:
+        """(status, body) of ``POST <base path><path>``; ``extra_headers``: whole lines (a traceparent)."""
         request = (
             f"POST {self._prefix}{path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n".encode("latin-1")
+            + extra_headers
             + self._head
             + b"\r\n"
             + body

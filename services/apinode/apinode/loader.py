@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +28,8 @@ from .definition import (
     _table,
     explanation_settings,
 )
+from .audit import read_query_log
+from .generations import apply_dispatch_env, read_generations, read_weights
 from .secrets import read_secret
 from .transforms import TRANSFORMS
 
@@ -99,6 +100,7 @@ def apply_environment(raw: dict, env: Mapping[str, str]) -> dict:
         for variable, (key, parse) in _SQL_ENV.items():
             if env.get(variable) and isinstance(table.get("sql"), dict):
                 table["sql"][key] = _env_value(env, variable, parse)
+    apply_dispatch_env(raw, env)
     if env.get("APINODE_ENRICHMENT"):
         for endpoint in (raw.get("endpoints") or {}).values():
             if isinstance(endpoint, dict) and isinstance(endpoint.get("enrichment"), dict):
@@ -200,17 +202,11 @@ def _as_of(reader: _Reader, key: str, raw: Any, metadata: dict) -> dt.date:
         reader.fail(key, f"expected an ISO date or 'metadata' (model metadata as_of), got {value!r}")
 
 
-def _prediction(root: Path, name: str, reader: _Reader, tables: dict, remotes: dict) -> PredictionEndpoint:
-    model_path = root / reader.get("model", str)
-    if not model_path.is_file():
-        reader.fail(f"{reader.path}.model", f"no such file {model_path}")
-    metadata_file = reader.get("metadata", str, None)
-    metadata: dict[str, Any] = {}
-    if metadata_file:
-        try:
-            metadata = json.loads((root / metadata_file).read_text())
-        except (OSError, ValueError) as error:
-            reader.fail(f"{reader.path}.metadata", f"cannot read model metadata: {error}")
+def _prediction(
+    root: Path, name: str, reader: _Reader, tables: dict, remotes: dict, version: str = "1"
+) -> PredictionEndpoint:
+    generations = read_generations(reader, root, version)
+    model_path, metadata = generations[0].model_path, generations[0].metadata
     enrichment = reader.child("enrichment")
     lookups = tuple(
         _enrichment_lookup(_Reader(reader.file, f"{enrichment.path}.lookups[{i}]", raw), tables, remotes)
@@ -240,13 +236,7 @@ def _prediction(root: Path, name: str, reader: _Reader, tables: dict, remotes: d
             )
         )
     outputs = reader.child("outputs")
-    reference_file = reader.get("reference", str, None)
-    reference: dict[str, Any] = {}
-    if reference_file:
-        try:
-            reference = json.loads((root / reference_file).read_text())
-        except (OSError, ValueError) as error:
-            reader.fail(f"{reader.path}.reference", f"cannot read the model reference: {error}")
+    reference = generations[0].reference
     input_count = len(metadata.get("inputs") or ()) or 1000
     return PredictionEndpoint(
         name=name,
@@ -261,6 +251,9 @@ def _prediction(root: Path, name: str, reader: _Reader, tables: dict, remotes: d
         strict_types=reader.get("strict_types", bool, False),
         explanations=explanation_settings(reader.child("explanations"), input_count),
         reference=reference,
+        generations=generations,
+        dispatch=read_weights(reader, generations),
+        query_log=read_query_log(reader, {f.name for f in features}),
     )
 
 
@@ -306,9 +299,13 @@ def parse_definition(root: Path, file: Path, raw: dict, env: Mapping[str, str]) 
                 on_not_found=_policy(endpoint, "on_not_found", "null", ("null", "fail")),
                 on_several=_policy(endpoint, "on_several", "first", ("first", "fail")),
                 strict_types=endpoint.get("strict_types", bool, False),
+                query_log=read_query_log(
+                    endpoint, {c.name for table in _lookup_tables(endpoint, tables) for c in tables[table].columns}
+                ),
             )
         else:
-            predictions[name] = _prediction(root, name, endpoint, tables, remotes)
+            version = str(top.raw.get("version", "1"))
+            predictions[name] = _prediction(root, name, endpoint, tables, remotes, version)
     if not lookups and not predictions:
         top.fail("endpoints", "at least one endpoint is required")
     limits = top.child("limits")

@@ -59,14 +59,14 @@ class Metrics:
         self._service = service
         self._requests = Counter(
             "apinode_requests",
-            "Requests by endpoint and status",
-            ["service", "endpoint", "status"],
+            "Requests by endpoint, generation (of the model that answered; '' before dispatch) and status",
+            ["service", "endpoint", "generation", "status"],
             registry=self.registry,
         )
         self._latency = Histogram(
             "apinode_request_duration_seconds",
             "Request latency",
-            ["service", "endpoint"],
+            ["service", "endpoint", "generation"],
             buckets=_BUCKETS,
             registry=self.registry,
         )
@@ -79,14 +79,16 @@ class Metrics:
         self.registry.register(_SourceCollector(service, runtime))
         self._children: dict[tuple, tuple] = {}
 
-    def observe(self, endpoint: str, status: int, seconds: float, error_type: str | None = None) -> None:
-        children = self._children.get((endpoint, status))
+    def observe(
+        self, endpoint: str, status: int, seconds: float, error_type: str | None = None, generation: str = ""
+    ) -> None:
+        children = self._children.get((endpoint, status, generation))
         if children is None:
             children = (
-                self._requests.labels(self._service, endpoint, str(status)).inc,
-                self._latency.labels(self._service, endpoint).observe,
+                self._requests.labels(self._service, endpoint, generation, str(status)).inc,
+                self._latency.labels(self._service, endpoint, generation).observe,
             )
-            self._children[(endpoint, status)] = children
+            self._children[(endpoint, status, generation)] = children
         children[0]()
         children[1](seconds)
         if error_type is not None:

@@ -62,6 +62,7 @@ def expected_tables(definition: ServiceDefinition, remote: str) -> dict[str, lis
                 if definition.tables[lookup.table] not in tables:
                     tables.append(definition.tables[lookup.table])
     return expected
+from .tracing import outgoing_headers
 
 
 class RemoteService:
@@ -101,7 +102,7 @@ class RemoteService:
         body = {"data": keys[0]} if single else {"items": [{"data": key} for key in keys]}
         path = f"/{endpoint}/lookup" if single else f"/{endpoint}/lookup-multi"
         try:
-            status, content = await self._client.post(path, orjson.dumps(body))
+            status, content = await self._client.post(path, orjson.dumps(body), outgoing_headers())
         except HttpError as error:
             raise self._down(name, str(error), _transport_category(error)) from None
         if status != 200:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from .definition import ServiceDefinition
 from .enrich import Enricher
+from .generations import load_generations
 from .model import Model
 from .sources import make_source
 
@@ -25,6 +26,7 @@ class Runtime:
         self.remotes: dict = {}
         self.models: dict[str, Model] = {}
         self.enrichers: dict[str, Enricher] = {}
+        self.generations: dict[str, dict[str, Model]] = {}  # endpoint -> generation id -> model
         self.loaded = False
         self.draining = False
 
@@ -56,6 +58,7 @@ class Runtime:
         for endpoint, model in zip(definition.predictions.values(), models):
             self.models[endpoint.name] = model
             self.enrichers[endpoint.name] = Enricher(endpoint, model.input_names, self.sources, self.remotes)
+        self.generations = await load_generations(definition, self.models)
         # What start-up built lives as long as the process: out of the collector's sight, a full
         # collection no longer walks it, which trims the latency tail.
         gc.collect()

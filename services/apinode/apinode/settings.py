@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .audit import check_destination
 from .definition import DefinitionError, ServiceDefinition
 from .loader import load_definition
 from .secrets import read_api_keys
@@ -40,6 +41,7 @@ def load_settings(service_dir: str | Path, env: Mapping[str, str]) -> Settings:
     keys = read_api_keys(env)
     if not keys:
         raise DefinitionError("environment: APINODE_API_KEYS: no API key set (or set APINODE_API_KEYS_FILE)")
+    check_destination(env)  # APINODE_QUERY_LOG: a path that cannot be written stops the start
     return Settings(
         definition=load_definition(service_dir, env),
         api_keys=keys,

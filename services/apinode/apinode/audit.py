@@ -1,0 +1,307 @@
+"""Query audit records: one JSON line per answered query (each item of a batch), written off the
+event loop by one thread, so a slow or broken destination never slows or fails a query.
+
+Destination ``APINODE_QUERY_LOG``: ``stdout`` (the default, for the cluster's log pipeline),
+a file path (appended to), or ``off``. Per endpoint, service.yaml may sample and redact::
+
+    query_log: {sample: 0.1, redact: [birthdate]}
+
+Sampling is decided from the trace id, so the services of one trace keep or drop its records
+together. The API key is recorded as a one-way id (``apiKeyId``), never the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .definition import DefinitionError, _Reader
+
+log = logging.getLogger("apinode")
+QUERY_LOG_ENV = "APINODE_QUERY_LOG"
+MAX_PENDING = 20_000  # records waiting for the writer; beyond this they are dropped and counted
+BATCH_SECONDS = 0.05  # how long the writer gathers records before writing them out
+_KEY_SALT = b"apinode-query-log-key-id"
+_KEY_ROUNDS = 50_000  # once per key at start-up; makes guessing a weak key from its id costly
+
+
+@dataclass(frozen=True)
+class QueryLogSpec:
+    """Sampling and redaction of one endpoint's records."""
+
+    sample: float = 1.0
+    redact: frozenset[str] = frozenset()
+    redacted: tuple[str, ...] = field(init=False)  # what records list as left out, sorted once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "redacted", tuple(sorted(self.redact)))
+
+
+def read_query_log(reader: _Reader, fields: set[str]) -> QueryLogSpec:
+    """The endpoint's ``query_log`` block; a redacted name must be one of its fields (typos stop here)."""
+    block = reader.child("query_log")
+    for key in block.raw:
+        if key not in ("sample", "redact"):
+            block.fail(f"{block.path}.{key}", "unknown query_log setting; use sample or redact")
+    sample = block.raw.get("sample", 1.0)
+    if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 <= sample <= 1:
+        block.fail(f"{block.path}.sample", f"expected a share between 0 and 1, got {sample!r}")
+    redact = block.raw.get("redact", [])
+    if not isinstance(redact, list) or not all(isinstance(name, str) for name in redact):
+        block.fail(f"{block.path}.redact", f"expected a list of field names, got {redact!r}")
+    for name in redact:
+        if name not in fields:
+            block.fail(f"{block.path}.redact", f"{name!r} is not a field of this endpoint")
+    return QueryLogSpec(sample=float(sample), redact=frozenset(redact))
+
+
+def key_id(key: str) -> str:
+    """A stable, one-way id of an API key (``python -m apinode key-id`` prints it for a key)."""
+    digest = hashlib.pbkdf2_hmac("sha256", key.encode(), _KEY_SALT, _KEY_ROUNDS, dklen=8)
+    return "k-" + digest.hex()
+
+
+def check_destination(env: Mapping[str, str]) -> str:
+    """The destination, or a DefinitionError naming the variable when a path cannot be written."""
+    destination = env.get(QUERY_LOG_ENV) or "stdout"
+    if destination in ("stdout", "off"):
+        return destination
+    path = Path(destination)
+    if not path.is_absolute():
+        raise DefinitionError(f"environment: {QUERY_LOG_ENV}: expected stdout, off or an absolute path")
+    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise DefinitionError(
+            f"environment: {QUERY_LOG_ENV}: cannot write {destination} "
+            "(a file in an existing, writable folder)"
+        )
+    return destination
+
+
+class Query:
+    """What one request leaves for its records, filled by the app and the handler."""
+
+    __slots__ = ("kind", "endpoint", "spec", "wall", "trace", "key_id", "generation", "items", "body")
+
+    recording = True
+
+    def __init__(self, kind: str, endpoint: str, spec: QueryLogSpec, wall: float) -> None:
+        self.kind, self.endpoint, self.spec, self.wall = kind, endpoint, spec, wall
+        self.trace = self.key_id = self.generation = self.body = None
+        self.items: list[tuple] = []
+
+    def add(self, sent: Any, full: dict | None, result: dict, context: Any) -> None:
+        """One answered item: the fields as sent, after enrichment (or None), the answer, its context."""
+        self.items.append((sent, full, result, context))
+
+
+class _NoQuery:
+    """Stands in when nobody records (a handler called directly)."""
+
+    recording = False
+    generation = None
+
+    def add(self, sent, full, result, context) -> None:
+        pass
+
+
+NO_QUERY = _NoQuery()
+
+
+def _redacted(values: Any, redact: frozenset[str]) -> Any:
+    if not redact or type(values) is not dict:
+        return values
+    return {k: v for k, v in values.items() if k not in redact}
+
+
+_second = [-1, ""]  # the last second formatted: records arrive in bursts within one second
+
+
+def _time(wall: float) -> str:
+    """ISO 8601 UTC with milliseconds; the date and time part is formatted once per second."""
+    second = int(wall)
+    if second != _second[0]:
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second[0] = second
+    return f"{_second[1]}.{int((wall - second) * 1000):03d}Z"
+
+
+def records(query: Query, service: str, status: int, error_type: str | None, seconds: float) -> list[dict]:
+    """The JSON records of one finished query (one per item of a batch)."""
+    trace = query.trace
+    spec = query.spec
+    redact, redacted = spec.redact, spec.redacted
+    kind = query.kind
+    multi = kind.endswith("-multi")
+    section = "data" if kind.startswith("lookup") else "features"
+    head = (
+        ("time", _time(query.wall)),
+        ("service", service),
+        ("endpoint", query.endpoint),
+        ("kind", kind),
+        ("generation", query.generation),
+        ("apiKeyId", query.key_id),
+        ("status", status),
+        ("errorType", error_type),
+        ("durationMs", int(seconds * 1_000_000) / 1000),
+        ("traceId", trace.trace_id if trace else None),
+        ("spanId", trace.span_id if trace else None),
+        ("parentSpanId", trace.parent_id if trace else None),
+    )
+    if not query.items:  # the request failed as a whole
+        body = query.body if type(query.body) is dict else {}
+        record = dict(head)
+        record["context"] = body.get("context")
+        if multi:
+            items = body.get("items")
+            record["items"] = len(items) if type(items) is list else None
+        else:
+            record[section] = _redacted(body.get(section), redact)
+        if redacted:
+            record["redacted"] = redacted
+        return [record]
+    out = []
+    for index, (sent, full, result, context) in enumerate(query.items):
+        record = dict(head)
+        if multi:
+            record["item"] = index
+        record[section] = _redacted(sent, redact) if redact else sent
+        if full is not None:  # in the order enrichment filled them
+            record["enriched"] = [name for name in full if name not in sent]
+        if section == "data":
+            record["result"] = {"found": not result.get("notFound", False)}
+            if "notFoundIn" in result:  # a lookup over several tables (profile)
+                record["result"]["notFoundIn"] = result["notFoundIn"]
+        elif result.get("ignored"):
+            record["result"] = {"ignored": True, "errorType": result.get("errorType"),
+                                "ignoreReason": result.get("ignoreReason")}
+        else:
+            answer = record["result"] = {"prediction": result["prediction"], "probas": result["probas"]}
+            for extra in ("probaPercentile", "explanations"):
+                if extra in result:
+                    answer[extra] = result[extra]
+        record["context"] = context
+        if redacted:
+            record["redacted"] = redacted
+        out.append(record)
+    return out
+
+
+_STOP = object()
+
+
+class QueryLog:
+    """The writer: a queue the event loop only appends to, and one thread that writes it out."""
+
+    def __init__(self, destination: str, service: str) -> None:
+        self.destination = destination
+        self.enabled = destination != "off"
+        self._service = service
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.written = self.dropped = self.failed = 0
+        self.max_pending = MAX_PENDING
+        self._thread: threading.Thread | None = None
+        self._stream = None
+
+    def start(self) -> None:
+        if not self.enabled or self._thread is not None:
+            return
+        self._stream = self._open()
+        self._thread = threading.Thread(target=self._run, name="apinode-query-log", daemon=True)
+        self._thread.start()
+
+    def _open(self):
+        if self.destination == "stdout":
+            return os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
+        return open(self.destination, "ab", buffering=1 << 16)  # noqa: SIM115 (the writer thread owns it)
+
+    def sampled(self, spec: QueryLogSpec, trace) -> bool:
+        if not self.enabled:
+            return False
+        if spec.sample >= 1.0:
+            return True
+        return int(trace.trace_id[:8], 16) < spec.sample * 0x1_0000_0000
+
+    def submit(self, query: Query, status: int, error_type: str | None, seconds: float) -> None:
+        """Hand a finished query to the writer; never blocks, never raises."""
+        if self._thread is None:
+            return
+        if self._queue.qsize() >= self.max_pending:
+            self.dropped += 1
+            return
+        self._queue.put((query, status, error_type, seconds))
+
+    def _run(self) -> None:
+        stream, get, service = self._stream, self._queue.get, self._service
+        stopping = False
+        while not stopping:
+            batch = [get()]
+            # Gather for a moment, then write them together: one write and one wake-up per batch
+            # instead of per record (each costs more CPU than rendering the record).
+            time.sleep(BATCH_SECONDS)
+            while len(batch) < 4096:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            for entry in batch:
+                if entry is _STOP:
+                    stopping = True
+                    continue
+                try:
+                    for record in records(entry[0], service, *entry[1:]):
+                        lines.append(orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
+                except Exception:  # a record we cannot render must not stop the writer
+                    self.failed += 1
+                    log.exception("query log: cannot render a record")
+            try:
+                stream.write(b"".join(lines))
+                stream.flush()
+                self.written += len(lines)
+            except (OSError, ValueError) as error:
+                self.failed += len(lines)
+                if self.failed == len(lines) or self.failed % 10_000 < len(lines):
+                    log.error("query log: cannot write to %s: %s", self.destination, error)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the thread (at shut-down)."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+        try:
+            self._stream.close()
+        except OSError:
+            pass
+
+
+class QueryLogCollector:
+    """Prometheus view of the writer: records written, dropped (queue full), failed, and pending."""
+
+    def __init__(self, service: str, query_log: QueryLog) -> None:
+        self._service, self._log = service, query_log
+
+    def collect(self):
+        records_ = CounterMetricFamily(
+            "apinode_query_log_records", "Query audit records by outcome", labels=["service", "outcome"]
+        )
+        for outcome in ("written", "dropped", "failed"):
+            records_.add_metric([self._service, outcome], getattr(self._log, outcome))
+        pending = GaugeMetricFamily(
+            "apinode_query_log_pending", "Records waiting for the writer", labels=["service"]
+        )
+        pending.add_metric([self._service], self._log._queue.qsize())
+        return [records_, pending]

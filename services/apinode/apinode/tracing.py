@@ -1,0 +1,83 @@
+"""W3C trace context (https://www.w3.org/TR/trace-context/): accept ``traceparent``, start one when
+absent, hand it on to the services this one calls, and put the trace id in log lines.
+
+No span is exported: the trace id ties a caller's request to this service's query records and
+to the lookups customer-features served for it, which is what an audit needs. See
+docs/operations.md for why OTLP export is left out of the image.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+import re
+
+# version 00 is exactly this; a later version may append fields after a dash (spec, section 3.2.4).
+_TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[ -~]*)?$")
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
+
+
+class Trace:
+    """This request's place in a trace: the trace id, the caller's span (if any) and our own span."""
+
+    __slots__ = ("trace_id", "parent_id", "span_id", "flags")
+
+    def __init__(self, trace_id: str, parent_id: str | None, span_id: str, flags: str) -> None:
+        self.trace_id, self.parent_id, self.span_id, self.flags = trace_id, parent_id, span_id, flags
+
+    @property
+    def sampled(self) -> bool:
+        return bool(int(self.flags, 16) & 1)
+
+    def traceparent(self) -> str:
+        """The header a call made on behalf of this request carries: same trace, our span as parent."""
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+
+def _new_id(size: int) -> str:
+    # Random, as the spec asks (section 3.2.2.3), not secret: the Mersenne Twister costs a third
+    # of a getrandom system call per id, on every request.
+    return f"{random.getrandbits(size * 8):0{size * 2}x}"
+
+
+def from_header(value: bytes | None) -> Trace:
+    """The caller's trace continued, or a new one when the header is absent or invalid.
+
+    An invalid header is not an error for the caller (the spec says to restart the trace):
+    version ff, an all-zero trace or parent id, upper-case hex, or a version-00 header with
+    extra fields are all ignored.
+    """
+    if value:
+        match = _TRACEPARENT.match(value.strip())
+        if match is not None:
+            version, trace_id, parent_id, flags, extra = match.groups()
+            if (
+                version != b"ff"
+                and trace_id != _ZERO_TRACE
+                and parent_id != _ZERO_SPAN
+                and not (version == b"00" and extra)
+            ):
+                return Trace(trace_id.decode(), parent_id.decode(), _new_id(8), flags.decode())
+    return Trace(_new_id(16), None, _new_id(8), "01")
+
+
+current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("apinode_trace", default=None)
+
+
+def outgoing_headers() -> bytes:
+    """Header lines for a call made while serving the current request (empty outside a request)."""
+    trace = current.get()
+    if trace is None:
+        return b""
+    return f"traceparent: {trace.traceparent()}\r\n".encode("ascii")
+
+
+class TraceLogFilter(logging.Filter):
+    """Gives every log record ``trace_id`` (``-`` outside a request), for the log format."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        trace = current.get()
+        record.trace_id = trace.trace_id if trace is not None else "-"
+        return True
