@@ -164,8 +164,10 @@ KEYS = ApiKeys(("alpha", "beta"))
 
 @pytest.mark.parametrize(
     "header",
-    [basic("beta"), basic("alpha", "ignored-password"), b"Bearer alpha", b"bearer alpha", b"BEARER beta"],
-    ids=["basic-username", "basic-with-password", "bearer", "bearer-lower-case", "bearer-upper-case"],
+    [basic("beta"), basic("alpha", "ignored-password"), basic("alpha", "pass:word"), b"Bearer alpha",
+     b"bearer alpha", b"BEARER beta"],
+    ids=["basic-username", "basic-with-password", "basic-password-with-a-colon", "bearer", "bearer-lower-case",
+         "bearer-upper-case"],
 )
 def test_api_keys_basic_username_or_bearer(header):
     ApiKeys(("alpha", "beta")).check(header)
@@ -184,6 +186,7 @@ def test_api_keys_basic_username_or_bearer(header):
         (b"Bearer alph", Forbidden),
         (b"Bearer alphaa", Forbidden),
         (b"Bearer ", Forbidden),
+        (b"Bearer alpha beta", Forbidden),
         (basic(""), Forbidden),
         (basic("Alpha"), Forbidden),
     ],
@@ -197,6 +200,7 @@ def test_api_keys_basic_username_or_bearer(header):
         "bearer-prefix-of-a-key",
         "bearer-key-plus-a-letter",
         "bearer-empty",
+        "bearer-key-and-another-word",
         "basic-empty-username",
         "basic-other-case",
     ],

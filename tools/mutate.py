@@ -1,0 +1,118 @@
+"""`make mutate`: mutmut on the modules whose bugs users notice first, with their fast tests only.
+
+mutmut names a mutant after the module path of its file, and the runtime is imported as
+``apinode`` (from ``services/apinode``), so the run happens in a staged copy (``build/mutate``)
+where ``infra/`` and ``apinode/`` sit side by side, with the stack files, the service
+definitions and the in-process tests. Tests that start server processes or run the whole Pulumi
+program are left out: mutmut only sees what runs in its own process, and they would make each
+mutant cost seconds. The survivors are written to ``build/mutate/survivors.md``; the reviewed
+list, with the reason each one is kept, is docs/mutation.md.
+
+Usage: python tools/mutate.py [module ...]   (default: all six; e.g. ``infra/config.py``)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE = ROOT / "build" / "mutate"
+MODULES = {
+    "infra/config.py": "infra/config.py",
+    "infra/policies.py": "infra/policies.py",
+    "apinode/enrich.py": "services/apinode/apinode/enrich.py",
+    "apinode/auth.py": "services/apinode/apinode/auth.py",
+    "apinode/features.py": "services/apinode/apinode/features.py",
+    "apinode/handlers.py": "services/apinode/apinode/handlers.py",
+}
+# The fast tests of those modules (each runs in well under a second per mutant).
+TESTS = [
+    "tests/infra/test_config_rules.py",
+    "tests/infra/test_quantities_and_ports.py",
+    "tests/services/test_objects.py",
+    "tests/services/test_enrichment_semantics.py",
+]
+HELPERS = [
+    "tests/apinode_proc.py",
+    "tests/infra/conftest.py",
+    "tests/services/conftest.py",
+    "tests/services/apinode_fixtures.py",
+    "tests/services/inprocess.py",
+    "Pulumi.yaml",
+    "Pulumi.dev.yaml",
+    "Pulumi.prod.yaml",
+    "services/customer-features/service.yaml",
+    "services/customer-scoring/service.yaml",
+]
+# Server processes (remote enrichment) and whole-program runs: covered by `make test`, not here.
+DESELECT = "not remote and not declared_policies"
+
+PYPROJECT = """\
+[tool.pytest.ini_options]
+pythonpath = ["."]
+addopts = "-p no:cacheprovider -p no:randomly"
+filterwarnings = ["ignore::DeprecationWarning"]
+
+[tool.mutmut]
+source_paths = ["infra", "apinode"]
+only_mutate = {only}
+pytest_add_cli_args = ["-q", "-x", "-k", "{deselect}"]
+pytest_add_cli_args_test_selection = {tests}
+also_copy = ["Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml", "services"]
+"""
+
+
+def stage(modules: list[str]) -> None:
+    shutil.rmtree(STAGE, ignore_errors=True)
+    STAGE.mkdir(parents=True)
+    shutil.copytree(ROOT / "infra", STAGE / "infra", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "services/apinode/apinode", STAGE / "apinode",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for relative in TESTS + HELPERS:
+        target = STAGE / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / relative, target)
+    quoted = lambda items: "[" + ", ".join(f'"{item}"' for item in items) + "]"  # noqa: E731
+    (STAGE / "pyproject.toml").write_text(PYPROJECT.format(only=quoted(modules), deselect=DESELECT,
+                                                           tests=quoted(TESTS)))
+
+
+def main(argv: list[str]) -> int:
+    modules = argv or list(MODULES)
+    unknown = [m for m in modules if m not in MODULES]
+    if unknown:
+        print(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}", file=sys.stderr)
+        return 2
+    stage(modules)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
+    children = os.environ.get("MUTATE_CHILDREN", "2")
+    log = STAGE / "mutmut.log"
+    print(f"mutmut on {', '.join(modules)}; progress in {log.relative_to(ROOT)}", flush=True)
+    with log.open("w") as out:
+        run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", children], cwd=STAGE,
+                             env=env, stdout=out, stderr=subprocess.STDOUT)
+    results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=STAGE, env=env,
+                             capture_output=True, text=True)
+    survivors = [line.split(":")[0].strip() for line in results.stdout.splitlines() if line.strip().endswith(": survived")]
+    lines = [f"# Surviving mutants ({len(survivors)})", ""]
+    for name in survivors:
+        diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=STAGE, env=env,
+                              capture_output=True, text=True).stdout
+        lines += [f"## {name}", "", "```diff", diff.strip(), "```", ""]
+    (STAGE / "survivors.md").write_text("\n".join(lines))
+    counts: dict[str, int] = {}
+    for line in results.stdout.splitlines():
+        if ": " in line:
+            status = line.rsplit(": ", 1)[1].strip()
+            counts[status] = counts.get(status, 0) + 1
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or results.stdout)
+    print(f"{len(survivors)} surviving mutant(s): {STAGE.relative_to(ROOT)}/survivors.md")
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
