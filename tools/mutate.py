@@ -13,10 +13,12 @@ Usage: python tools/mutate.py [module ...]   (default: all six; e.g. ``infra/con
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,7 @@ TESTS = [
     "tests/infra/test_quantities_and_ports.py",
     "tests/services/test_objects.py",
     "tests/services/test_enrichment_semantics.py",
+    "tests/services/test_inprocess_errors.py",
 ]
 HELPERS = [
     "tests/apinode_proc.py",
@@ -97,21 +100,59 @@ def main(argv: list[str]) -> int:
                              env=env, stdout=out, stderr=subprocess.STDOUT)
     results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=STAGE, env=env,
                              capture_output=True, text=True)
-    survivors = [line.split(":")[0].strip() for line in results.stdout.splitlines() if line.strip().endswith(": survived")]
-    lines = [f"# Surviving mutants ({len(survivors)})", ""]
+    survivors = [line.split(":")[0].strip() for line in results.stdout.splitlines()
+                 if line.strip().endswith(": survived")]
+    untested = [line.split(":")[0].strip() for line in results.stdout.splitlines()
+                if line.strip().endswith(": no tests")]
+    wording, other = [], []
     for name in survivors:
         diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=STAGE, env=env,
                               capture_output=True, text=True).stdout
-        lines += [f"## {name}", "", "```diff", diff.strip(), "```", ""]
-    (STAGE / "survivors.md").write_text("\n".join(lines))
+        (wording if _wording_only(diff) else other).append((name, diff))
+    lines = [f"# Surviving mutants: {len(survivors)}", "",
+             f"## Wording only ({len(wording)}): a message text changed, its key, type and status did not", ""]
+    lines += [f"- `{name}`" for name, _ in wording]
+    lines += ["", f"## To review ({len(other)})", ""]
+    for name, diff in other:
+        lines += [f"### {name}", "", "```diff", diff.strip(), "```", ""]
+    lines += [f"## Not run by the fast tests ({len(untested)})", ""] + [f"- `{name}`" for name in untested]
+    (STAGE / "survivors.md").write_text("\n".join(lines) + "\n")
     counts: dict[str, int] = {}
     for line in results.stdout.splitlines():
         if ": " in line:
             status = line.rsplit(": ", 1)[1].strip()
             counts[status] = counts.get(status, 0) + 1
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or results.stdout)
-    print(f"{len(survivors)} surviving mutant(s): {STAGE.relative_to(ROOT)}/survivors.md")
+    print(f"{len(survivors)} surviving mutant(s) ({len(wording)} wording only): "
+          f"{STAGE.relative_to(ROOT)}/survivors.md")
     return run.returncode
+
+
+def _code_without_strings(line: str) -> list[str] | None:
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    return ["<str>" if t.type == tokenize.STRING or t.type in _FSTRING else t.string for t in tokens
+            if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
+            and not (t.type in _FSTRING_PARTS)]
+
+
+_FSTRING = {getattr(tokenize, name) for name in ("FSTRING_START",) if hasattr(tokenize, name)}
+_FSTRING_PARTS = {getattr(tokenize, name) for name in ("FSTRING_MIDDLE", "FSTRING_END") if hasattr(tokenize, name)}
+
+
+def _wording_only(diff: str) -> bool:
+    """True when the mutant only changed the text inside string literals (same code otherwise)."""
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    if len(removed) != len(added) or not removed:
+        return False
+    for before, after in zip(removed, added):
+        old, new = _code_without_strings(before), _code_without_strings(after)
+        if old is None or old != new:
+            return False
+    return True
 
 
 if __name__ == "__main__":
