@@ -128,30 +128,33 @@ def main(argv: list[str]) -> int:
     return run.returncode
 
 
-def _code_without_strings(line: str) -> list[str] | None:
+def _tokens(line: str) -> list[tuple[int, str]] | None:
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline))
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return None
-    return ["<str>" if t.type == tokenize.STRING or t.type in _FSTRING else t.string for t in tokens
-            if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
-            and not (t.type in _FSTRING_PARTS)]
-
-
-_FSTRING = {getattr(tokenize, name) for name in ("FSTRING_START",) if hasattr(tokenize, name)}
-_FSTRING_PARTS = {getattr(tokenize, name) for name in ("FSTRING_MIDDLE", "FSTRING_END") if hasattr(tokenize, name)}
+    skip = (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
+    return [(t.type, t.string) for t in tokens if t.type not in skip]
 
 
 def _wording_only(diff: str) -> bool:
-    """True when the mutant only changed the text inside string literals (same code otherwise)."""
+    """True when the mutant only changed the text of sentences (string literals with a space in them).
+
+    Identifiers in strings (labels, protocols, key names) carry no space and are never counted here.
+    """
     removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
     added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
     if len(removed) != len(added) or not removed:
         return False
     for before, after in zip(removed, added):
-        old, new = _code_without_strings(before), _code_without_strings(after)
-        if old is None or old != new:
+        old, new = _tokens(before), _tokens(after)
+        if old is None or new is None or len(old) != len(new):
             return False
+        for (old_type, old_text), (new_type, new_text) in zip(old, new):
+            if (old_type, old_text) == (new_type, new_text):
+                continue
+            if old_type != tokenize.STRING or new_type != tokenize.STRING or " " not in old_text:
+                return False
     return True
 
 
