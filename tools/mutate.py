@@ -9,6 +9,7 @@ mutant cost seconds. The survivors are written to ``build/mutate/survivors.md``;
 list, with the reason each one is kept, is docs/mutation.md.
 
 Usage: python tools/mutate.py [module ...]   (default: all six; e.g. ``infra/config.py``)
+       python tools/mutate.py --report       (rewrite survivors.md from the last run)
 """
 
 from __future__ import annotations
@@ -85,19 +86,23 @@ def stage(modules: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    report_only = "--report" in argv  # rewrite survivors.md from the last run, without running again
+    argv = [arg for arg in argv if arg != "--report"]
     modules = argv or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]
     if unknown:
         print(f"unknown module(s) {unknown}; choose from {', '.join(MODULES)}", file=sys.stderr)
         return 2
-    stage(modules)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
-    children = os.environ.get("MUTATE_CHILDREN", "2")
-    log = STAGE / "mutmut.log"
-    print(f"mutmut on {', '.join(modules)}; progress in {log.relative_to(ROOT)}", flush=True)
-    with log.open("w") as out:
-        run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", children], cwd=STAGE,
-                             env=env, stdout=out, stderr=subprocess.STDOUT)
+    returncode = 0
+    if not report_only:
+        stage(modules)
+        children = os.environ.get("MUTATE_CHILDREN", "2")
+        log = STAGE / "mutmut.log"
+        print(f"mutmut on {', '.join(modules)}; progress in {log.relative_to(ROOT)}", flush=True)
+        with log.open("w") as out:
+            returncode = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", children],
+                                        cwd=STAGE, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=STAGE, env=env,
                              capture_output=True, text=True)
     survivors = [line.split(":")[0].strip() for line in results.stdout.splitlines()
@@ -125,7 +130,7 @@ def main(argv: list[str]) -> int:
     print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or results.stdout)
     print(f"{len(survivors)} surviving mutant(s) ({len(wording)} wording only): "
           f"{STAGE.relative_to(ROOT)}/survivors.md")
-    return run.returncode
+    return returncode
 
 
 def _tokens(line: str) -> list[tuple[int, str]] | None:
