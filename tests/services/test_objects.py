@@ -260,7 +260,13 @@ def test_strict_validator_explains_what_is_wrong(values, name, words):
     assert words in caught.value.message + caught.value.detail
 
 
-@pytest.mark.parametrize("values", [["id"], "C0000001", None, 3], ids=["array", "string", "null", "number"])
-def test_validator_refuses_what_is_not_an_object(values):
-    with pytest.raises(MalformedRequest, match="must be a JSON object"):
+@pytest.mark.parametrize(
+    "values, seen",
+    [(["id"], "an array"), ("C0000001", "a string"), (None, "null"), (3, "a number"), (2.5, "a number"),
+     (True, "a boolean")],
+    ids=["array", "string", "null", "integer", "float", "boolean"],
+)
+def test_validator_refuses_what_is_not_an_object(values, seen):
+    with pytest.raises(MalformedRequest, match="must be a JSON object") as caught:
         VALIDATE(values, "f")
+    assert caught.value.detail == f"f must be a JSON object, got {seen}"
