@@ -237,3 +237,34 @@ def test_duplicated_key_lookup_answers_the_first_row(duplicated):
 
 def _lookup_items(order: list[str]) -> dict:
     return {"items": [{"data": {"customer_id": customer_id}} for customer_id in order]}
+
+
+@pytest.fixture(scope="module")
+def strict_features(tmp_path_factory) -> InProcessService:
+    """customer-features with the other policy: ``on_not_found: fail`` and ``on_several: fail``."""
+    root = tmp_path_factory.mktemp("strict")
+    demographics, _ = tables(500)
+    demographics["customer_id"] = demographics["customer_id"].copy()
+    demographics["customer_id"][1] = DUPLICATED
+    target = service_dir(root, "customer-features")
+    write_bundle(target / "data" / "demographics.npz", demographics)
+    definition = target / "service.yaml"
+    text = definition.read_text()
+    assert text.count('on_not_found: "null"') == 2 and text.count("on_several: first") == 2
+    definition.write_text(text.replace('on_not_found: "null"', "on_not_found: fail")
+                          .replace("on_several: first", "on_several: fail"))
+    return InProcessService(target)
+
+
+def test_lookup_with_the_fail_policy_answers_409_and_404(strict_features):
+    several = strict_features.post("demographics/lookup", {"data": {"customer_id": DUPLICATED}})
+    assert several.status_code == 409, several.text
+    assert several.json()["errorType"] == "SeveralMatches"
+    assert f"2 records for customer_id='{DUPLICATED}'" == several.json()["message"]
+    missing = strict_features.post("demographics/lookup", {"data": {"customer_id": "C0000002"}})
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["errorType"] == "RecordNotFound" and "C0000002" in missing.json()["message"]
+    (unique,) = ok(strict_features.post("demographics/lookup", {"data": {"customer_id": "C0000003"}}))["results"]
+    assert unique["notFound"] is False and unique["data"]["customer_id"] == "C0000003"
+    batch = strict_features.post("demographics/lookup-multi", _lookup_items(["C0000003", DUPLICATED]))
+    assert batch.status_code == 409 and batch.json()["errorType"] == "SeveralMatches", batch.text
