@@ -42,8 +42,6 @@ PREDICT = [
     ("bad-date", {"features": {"customer_id": "C0000005", "birthdate": "31/12/1980"}}, 400, "InvalidFeatures",
      "birthdate"),
     ("bad-id", {"features": {"customer_id": "bob"}}, 400, "InvalidFeatures", "customer_id"),
-    ("no-key", {"features": {"gender": "F"}}, 400, "MissingLookupKey", "customer_id"),
-    ("unknown-id", {"features": {"customer_id": "C0999999"}}, 404, "RecordNotFound", "C0999999"),
     ("features-not-an-object", {"features": "C0000005"}, 400, "MalformedRequest", "features"),
     ("no-features", {"record": {}}, 400, "MalformedRequest", "features"),
     ("array-body", [1, 2], 400, "MalformedRequest", "object"),
@@ -53,6 +51,24 @@ PREDICT = [
 @pytest.mark.parametrize("body,status,error_type,fragment", [c[1:] for c in PREDICT], ids=[c[0] for c in PREDICT])
 def test_bad_predict_requests(scoring, body, status, error_type, fragment):
     assert_error(scoring.post("high-spender/predict", body), status, error_type, fragment)
+
+
+# Record-level enrichment failures: answered 200 and ignored, with Dataiku's reason code.
+UNSCORABLE = [
+    ("no-key", {"gender": "F"}, "MissingLookupKey", "MISSING_LOOKUP_KEY", "customer_id"),
+    ("unknown-id", {"customer_id": "C0999999"}, "RecordNotFound", "NO_LOOKUP_MATCH", "C0999999"),
+]
+
+
+@pytest.mark.parametrize("features,error_type,reason,fragment", [c[1:] for c in UNSCORABLE],
+                         ids=[c[0] for c in UNSCORABLE])
+def test_unscorable_records_are_answered_ignored(scoring, features, error_type, reason, fragment):
+    response = scoring.post("high-spender/predict", {"features": features})
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["ignored"] is True and "prediction" not in result, result
+    assert (result["errorType"], result["ignoreReason"]) == (error_type, reason), result
+    assert fragment in result["message"], result
 
 
 BATCH = [
