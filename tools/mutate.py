@@ -66,7 +66,7 @@ source_paths = ["infra", "apinode"]
 only_mutate = {only}
 pytest_add_cli_args = ["-q", "-x", "-k", "{deselect}"]
 pytest_add_cli_args_test_selection = {tests}
-also_copy = ["Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml", "services"]
+also_copy = ["Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml", "services", "certs", "flow"]
 """
 
 
@@ -76,6 +76,9 @@ def stage(modules: list[str]) -> None:
     shutil.copytree(ROOT / "infra", STAGE / "infra", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "services/apinode/apinode", STAGE / "apinode",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    for extra in ("certs", "flow"):  # CA bundles the stack files name; the flow the fixtures build with
+        if (ROOT / extra).is_dir():
+            shutil.copytree(ROOT / extra, STAGE / extra, ignore=shutil.ignore_patterns("__pycache__"))
     for relative in TESTS + HELPERS:
         target = STAGE / relative
         target.parent.mkdir(parents=True, exist_ok=True)
