@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STACK  ?= dev
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/apinode
 
-.PHONY: help install run test test-fast system-deps data render bench soak clean catalog
+.PHONY: help install run test test-fast system-deps data render bench soak clean catalog mutate
 
 help:
 	@echo "make run      both services on 127.0.0.1 (scoring :8080, features :8081), bundled data"
@@ -60,6 +60,12 @@ bench: install
 
 soak: install
 	$(PY) -m bench.soak --minutes 10
+
+# Mutation check of the core modules with their fast tests (not part of `make test`); docs/mutation.md.
+# MODULES=infra/config.py narrows it to some of them.
+mutate: install
+	$(PY) -m pip install -q -r requirements-mutate.txt
+	$(PY) tools/mutate.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) .venv-checkov bench/.venv-peers build rendered bench/out .pytest_cache

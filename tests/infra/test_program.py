@@ -67,23 +67,34 @@ def test_bad_config_fails_main_with_one_clear_error() -> None:
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-def test_bad_config_declares_nothing() -> None:
+def test_bad_config_declares_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config error stops the run before the first resource: nothing half-declared for `pulumi up`."""
+    import infra.mocks
+
+    monitors: list = []
+
+    class KeptMonitor(infra.mocks._RecordingMonitor):
+        def __init__(self, mocks) -> None:
+            super().__init__(mocks)
+            monitors.append(self)
+
+    monkeypatch.setattr(infra.mocks, "_RecordingMonitor", KeptMonitor)
     config = {**stack_config("prod"), "data-mesh:nodeGroup": json.dumps({"instanceTypes": ["m6i.large"],
                                                                           "minSize": 3, "desiredSize": 2,
                                                                           "maxSize": 6})}
-    captured = []
 
     def program() -> None:
         from infra.program import main
-        try:
-            main()
-        finally:
-            captured.append(True)
+        main()
 
     with pytest.raises(pulumi.RunError, match="data-mesh:nodeGroup.desiredSize"):
         run_program("prod", {**config, **{"data-mesh:databasePassword": "x"}},
                     secret_keys={"data-mesh:databasePassword"}, program=program)
-    assert captured
+    (monitor,) = monitors
+    assert [(r.type, r.name) for r in monitor.captured] == []
+    # The same harness does record what a valid run declares, so the empty list above means something.
+    run_program("dev", stack_config("dev"), program=program)
+    assert len(monitors) == 2 and len(monitors[1].captured) > 50
 
 
 def test_harness_runs_are_isolated(dev: StackRun) -> None:

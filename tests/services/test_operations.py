@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,10 +23,27 @@ def predict(server, customer_id="C0000003", timeout=10):
     )
 
 
-def test_metrics_count_requests_errors_and_data_age(scoring_server):
-    predict(scoring_server)
-    predict(scoring_server, "bob")
-    text = httpx.get(scoring_server.url + "/metrics").text
+def result_of(response: httpx.Response) -> dict:
+    """The prediction of a 200 answer; any other status fails with the body, which says why."""
+    assert response.status_code == 200, f"HTTP {response.status_code}: {response.text}"
+    return response.json()["result"]
+
+
+def error_of(response: httpx.Response, status: int, error_type: str) -> dict:
+    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text}"
+    body = response.json()
+    assert body["errorType"] == error_type, body
+    return body
+
+
+def test_metrics_count_requests_errors_and_data_age(scoring_server, fixture_services):
+    # The fixture data was written before the server started: its load is younger than the files.
+    oldest_possible = time.time() - Path(fixture_services["customer-scoring"], "service.yaml").stat().st_mtime
+    result_of(predict(scoring_server))
+    error_of(predict(scoring_server, "bob"), 400, "InvalidFeatures")
+    metrics = httpx.get(scoring_server.url + "/metrics")
+    assert metrics.status_code == 200, metrics.text
+    text = metrics.text
     assert (
         'apinode_requests_total{endpoint="high-spender/predict",generation="1",service="customer-scoring",status="200"}'
         in text
@@ -40,7 +58,8 @@ def test_metrics_count_requests_errors_and_data_age(scoring_server):
         for line in text.splitlines()
         if line.startswith("apinode_source_data_age_seconds") and 'source="behavior"' in line
     )
-    assert float(age.split()[-1]) >= 0
+    # Seconds since the bundle was loaded: not NaN, not an epoch timestamp, not milliseconds.
+    assert 0 <= float(age.split()[-1]) <= oldest_possible + 1, (age, oldest_possible)
     assert 'apinode_source_stale{kind="bundled",service="customer-scoring",source="behavior"} 0.0' in text
 
 
@@ -51,13 +70,10 @@ def test_features_service_down_gives_a_clear_503_then_scoring_recovers(fixture_s
     )
     try:
         with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as scoring:
-            expected = predict(scoring).json()["result"]
+            expected = result_of(predict(scoring))
             features.stop()
-            response = predict(scoring)
-            assert response.status_code == 503
-            body = response.json()
-            assert body["errorType"] == "SourceUnavailable"
-            assert "customer-features" in body["message"]
+            body = error_of(predict(scoring), 503, "SourceUnavailable")
+            assert "customer-features" in body["message"], body
             # Sent in full, a record needs no enrichment: it is still scored during the outage.
             complete = {
                 "features": {
@@ -74,9 +90,9 @@ def test_features_service_down_gives_a_clear_503_then_scoring_recovers(fixture_s
                     "campaign_status": "active",
                 }
             }
-            assert httpx.post(scoring.url + PREDICT, json=complete, auth=(API_KEY, "")).status_code == 200
+            result_of(httpx.post(scoring.url + PREDICT, json=complete, auth=(API_KEY, "")))
             features = ApiNodeProcess(fixture_services["customer-features"], port=features.port).start()
-            assert predict(scoring).json()["result"] == expected
+            assert result_of(predict(scoring)) == expected
     finally:
         features.stop()
 
@@ -88,8 +104,8 @@ def test_wrong_features_key_is_a_503_not_a_caller_error(fixture_services, featur
         APINODE_FEATURES_API_KEY="not-the-key",
     )
     with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as scoring:
-        response = predict(scoring)
-        assert response.status_code == 503 and "403" in response.json()["detailedMessage"]
+        body = error_of(predict(scoring), 503, "SourceUnavailable")
+        assert "403" in body["detailedMessage"], body
 
 
 def test_sigterm_drains_then_exits_0(fixture_services):
@@ -97,19 +113,13 @@ def test_sigterm_drains_then_exits_0(fixture_services):
     server = ApiNodeProcess(fixture_services["customer-scoring"], env).start()
     try:
         with httpx.Client(auth=(API_KEY, "")) as client:
-            assert (
-                client.post(server.url + PREDICT, json={"features": {"customer_id": "C0000003"}}).status_code
-                == 200
-            )
+            result_of(client.post(server.url + PREDICT, json={"features": {"customer_id": "C0000003"}}))
             server.terminate()
             time.sleep(0.3)
             ready = client.get(server.url + "/readyz")
-            assert ready.status_code == 503 and "draining" in ready.json()["detailedMessage"]
+            assert "draining" in error_of(ready, 503, "NotReady")["detailedMessage"]
             # Still answering during the drain delay, so a load balancer has time to stop sending.
-            assert (
-                client.post(server.url + PREDICT, json={"features": {"customer_id": "C0000003"}}).status_code
-                == 200
-            )
+            result_of(client.post(server.url + PREDICT, json={"features": {"customer_id": "C0000003"}}))
         assert server.wait_exit(15) == 0, server.log()
         with pytest.raises(httpx.ConnectError):
             httpx.get(server.url + "/healthz")
@@ -133,15 +143,15 @@ def test_frozen_features_service_times_out_into_a_503_and_recovers(fixture_servi
             APINODE_ENRICHMENT="remote", APINODE_FEATURES_URL=features.url, APINODE_FEATURES_API_KEY=API_KEY
         )
         with ApiNodeProcess(fixture_services["customer-scoring"], env).start() as scoring:
-            expected = predict(scoring).json()["result"]
+            expected = result_of(predict(scoring))
             features.process.send_signal(signal.SIGSTOP)
             try:
                 response = predict(scoring, timeout=15)
             finally:
                 features.process.send_signal(signal.SIGCONT)
-            assert response.status_code == 503
-            assert "no answer within 1s" in response.json()["detailedMessage"]
-            assert predict(scoring).json()["result"] == expected
+            body = error_of(response, 503, "SourceUnavailable")
+            assert "no answer within 1s" in body["detailedMessage"], body
+            assert result_of(predict(scoring)) == expected
 
 
 def _read_all(sock) -> bytes:
