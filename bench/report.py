@@ -157,8 +157,13 @@ def plot(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def write(results: dict, path: Path, png: Path) -> None:
+def write(results: dict, path: Path, png: Path, readme: Path | None = None) -> None:
+    """results.md and the plot; with ``readme``, its performance table from the same figures."""
     plot(results, png)
+    if readme is not None:
+        from bench import readme as readme_table
+
+        readme_table.update(readme, results)
     machine = results.get("machine", {})
     verdict = {True: "holds", False: "**missed**", None: "not measured"}
     lines = [
@@ -256,4 +261,5 @@ if __name__ == "__main__":
 
     here = Path(__file__).resolve().parent
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "out" / "results.json"
-    write(json.loads(source.read_text()), here / "results.md", here / "latency-throughput.png")
+    write(json.loads(source.read_text()), here / "results.md", here / "latency-throughput.png",
+          here.parent / "README.md")
