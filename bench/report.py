@@ -200,7 +200,8 @@ def write(results: dict, path: Path, png: Path, readme: Path | None = None) -> N
         "",
         "| goal | measured | verdict |",
         "|---|---|---|",
-        *[f"| {goal} | {measured} | {verdict[holds]} |" for goal, measured, holds in goals(results)],
+        *[f"| {goal} | {measured} | {verdict[holds]} |" if not measured.startswith("not measured:")
+          else f"| {goal} | – | {measured} |" for goal, measured, holds in goals(results)],
         "",
         f"![latency against throughput]({png.name})",
         "",
