@@ -10,20 +10,19 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from bench import peers, profile
 from bench import workloads as w
 from bench.cores import LOAD_CORE, NICE, SERVER_CORE, pinned
+from bench.facts import histogram_shares, machine, request_count, revisions, server_histogram
 from bench.load import Target, run_wrk
 from bench.procs import Server, Servers, free_ports
+from bench.redis_store import RedisServer, redis_binary
 
 CONCURRENCIES = (1, 8, 32)
 CUSTOMERS_1M = 1_000_000
@@ -65,13 +64,13 @@ class Bench:
         return max(points, key=lambda point: point["rps"])
 
     def sweep(self, workload: str, system: str, target: Target, servers: list[Server],
-              endpoint: str | None = None) -> None:
+              endpoint: str | None = None, concurrencies: tuple[int, ...] | None = None) -> None:
         """Warm up, then bounded wrk runs per concurrency.
 
         With ``endpoint`` (our services), the server's own latency histogram is read around each run.
         """
         run_wrk(target, 8, 1, self.customers, self.layout.out)
-        for concurrency in self.concurrencies:
+        for concurrency in concurrencies or self.concurrencies:
             def run(c: int = concurrency) -> dict:
                 before = server_histogram(target.base, endpoint) if endpoint else None
                 point = run_wrk(target, c, self.seconds, self.customers, self.layout.out).as_dict()
@@ -80,7 +79,7 @@ class Bench:
                 return point
             self._record(workload, system, self._best(run, servers))
 
-    def sweep_chain(self, servers: list[Server]) -> None:
+    def sweep_chain(self, servers: list, system: str = "feast+mlflow") -> None:
         feast_url, mlflow_url = w.chain_urls()
 
         def chain(concurrency: int, seconds: float) -> dict:
@@ -94,7 +93,7 @@ class Bench:
 
         chain(8, 1)
         for concurrency in self.concurrencies:
-            self._record("score", "feast+mlflow", self._best(lambda c=concurrency: chain(c, self.seconds), servers))
+            self._record("score", system, self._best(lambda c=concurrency: chain(c, self.seconds), servers))
 
     def save(self) -> None:
         """The figures so far (a failed stage still leaves the earlier ones on disk)."""
@@ -123,12 +122,13 @@ class Bench:
     def run(self, stages: set[str], with_profiles: bool) -> dict:
         layout = self.layout
         data = layout.features_dir / "data"
-        print("peers: Feast repository and MLflow model (cached by data hash)", flush=True)
-        started = time.perf_counter()
-        feast_repo = peers.build_feast(data, layout.out / "peers" / "feast")
-        mlflow_model, gap = peers.build_mlflow(data, layout.onnx_model, layout.out / "peers" / "mlflow")
-        self.results["peer_model_max_abs_diff"] = gap
-        print(f"  ready in {time.perf_counter() - started:.1f}s; MLflow vs ONNX max |dp| = {gap:.2e}", flush=True)
+        if "peers" in stages:
+            print("peers: Feast repository and MLflow model (cached by data hash)", flush=True)
+            started = time.perf_counter()
+            feast_repo = peers.build_feast(data, layout.out / "peers" / "feast")
+            mlflow_model, gap = peers.build_mlflow(data, layout.onnx_model, layout.out / "peers" / "mlflow")
+            self.results["peer_model_max_abs_diff"] = gap
+            print(f"  ready in {time.perf_counter() - started:.1f}s; MLflow vs ONNX max |dp| = {gap:.2e}", flush=True)
         multi_rows = w.multi_rows(layout)
 
         if "bare" in stages:
@@ -165,7 +165,11 @@ class Bench:
             if with_profiles:
                 self._profile("lookup", w.lookup_ours(), features)
             with Servers([w.scoring(layout, remote=True)], self.logs) as (remote,):
+                asked, scored = request_count(w.lookup_ours().base), request_count(w.score_ours().base)
                 self.sweep("score", "ours-2hop", w.score_ours(), [features, remote])
+                # One round trip per score: customer-features' requests per scoring request.
+                calls = request_count(w.lookup_ours().base) - asked
+                self.results["calls_per_score"] = round(calls / max(1.0, request_count(w.score_ours().base) - scored), 3)
                 self.results["servers"]["scoring-remote"] = {"ready_s": round(remote.ready_seconds, 3),
                                                              "rss_mib_load": round(remote.rss_mib(), 1)}
                 if with_profiles:
@@ -179,19 +183,62 @@ class Bench:
             self._server_facts(scoring, "load")
             if with_profiles:
                 self._profile("score-bundled", w.score_ours(), scoring)
+            print("ours: explanations (ICE, SHAPLEY 25 steps) against a plain predict", flush=True)
+            explained = tuple(c for c in self.concurrencies if c <= 8) or self.concurrencies
+            for kind in w.EXPLANATIONS:
+                self.sweep("explain", kind, w.score_explained(kind), [scoring], concurrencies=explained)
+        self.run_query_log()
+
+    def run_query_log(self) -> None:
+        """Query records written to a file against off, for lookups and scores, at c=8."""
+        layout = self.layout
+        if not w.has_query_log(layout):
+            self.results["notes"].append("query records: not measured, not in this checkout's runtime")
+            return
+        print("ours: query records to a file (APINODE_QUERY_LOG)", flush=True)
+        log_file = layout.out / "query-records.jsonl"
+        on = {"APINODE_QUERY_LOG": str(log_file)}
+        log_file.unlink(missing_ok=True)
+        with Servers([w.scoring(layout, remote=False, extra_env=on, name="scoring-querylog")], self.logs) as (server,):
+            self.sweep("score", "ours-bundled-querylog", w.score_ours(), [server], concurrencies=(8,))
+        with Servers([w.features(layout, name="features-querylog", extra_env=on)], self.logs) as (server,):
+            self.sweep("lookup", "ours-querylog", w.lookup_ours(), [server], concurrencies=(8,))
+        self.results["query_log_bytes"] = log_file.stat().st_size if log_file.exists() else 0
+        log_file.unlink(missing_ok=True)
 
     def run_peers(self, feast_repo: Path, mlflow_model: Path, mlflow_rows: list[dict]) -> None:
         layout = self.layout
-        print("peers: feast serve, then feast + mlflow", flush=True)
-        with Servers([w.feast(layout, feast_repo)], self.logs) as (feast,):
-            self._server_facts(feast, "start")
-            self.sweep("lookup", "feast", w.lookup_feast(), [feast])
-            self._server_facts(feast, "load")
-            with Servers([w.mlflow(layout, mlflow_model)], self.logs) as (mlflow,):
-                self._server_facts(mlflow, "start")
+        print("peers: mlflow serve, feast serve (sqlite) and the chain, then the same on Redis", flush=True)
+        with Servers([w.mlflow(layout, mlflow_model)], self.logs) as (mlflow,):
+            self._server_facts(mlflow, "start")
+            self.sweep("multi", "mlflow", w.multi_mlflow(mlflow_rows), [mlflow])
+            self._server_facts(mlflow, "load")
+            with Servers([w.feast(layout, feast_repo)], self.logs) as (feast,):
+                self._server_facts(feast, "start")
+                self.sweep("lookup", "feast", w.lookup_feast(), [feast])
+                self._server_facts(feast, "load")
                 self.sweep_chain([feast, mlflow])
-                self.sweep("multi", "mlflow", w.multi_mlflow(mlflow_rows), [mlflow])
-                self._server_facts(mlflow, "load")
+            self.run_feast_redis(mlflow)
+
+    def run_feast_redis(self, mlflow: Server) -> None:
+        """Feast with its production online store: redis-server on 127.0.0.1, started and stopped here."""
+        layout = self.layout
+        if redis_binary() is None:
+            self.results["notes"].append("Feast (Redis): not measured, redis-server is not installed")
+            return
+        repo = layout.out / "peers" / "feast-redis"
+        started = time.perf_counter()
+        with RedisServer(w.PORTS["redis"], repo / "data", self.logs) as redis:
+            peers.build_feast(layout.features_dir / "data", repo, peers.redis_store(redis.port), redis)
+            print(f"  Redis online store ready in {time.perf_counter() - started:.1f}s "
+                  f"({redis.keys()} keys)", flush=True)
+            with Servers([w.feast(layout, repo, name="feast-redis")], self.logs) as (feast,):
+                self._server_facts(feast, "start")
+                self.sweep("lookup", "feast-redis", w.lookup_feast(), [redis, feast])
+                self._server_facts(feast, "load")
+                self.sweep_chain([redis, feast, mlflow], "feast-redis+mlflow")
+            self.results["servers"]["redis"] = {"ready_s": round(redis.ready_seconds, 3),
+                                                "rss_mib_load": round(redis.rss_mib(), 1)}
 
 
     def ablation(self) -> list[dict]:
@@ -265,54 +312,6 @@ def _tree_mib(folder: Path) -> float:
                if path.is_file() and "__pycache__" not in path.parts) / 2**20
 
 
-_BUCKET = re.compile(r'^apinode_request_duration_seconds_bucket\{(?P<labels>[^}]*)\} (?P<count>[0-9.e+]+)$')
-
-
-def server_histogram(base: str, endpoint: str) -> dict[str, float]:
-    """The runtime's own request-duration histogram for one endpoint: upper bound -> cumulative count."""
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    buckets = {}
-    for line in text.splitlines():
-        match = _BUCKET.match(line)
-        if match and f'endpoint="{endpoint}"' in match["labels"]:
-            bound = re.search(r'le="([^"]+)"', match["labels"]).group(1)
-            buckets[bound] = float(match["count"])
-    return buckets
-
-
-def histogram_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Share of this run's requests the server itself handled within 0.5 ms and 1 ms (handler to answer)."""
-    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
-    if total <= 0:
-        return {}
-    return {f"within_{bound}s": round((after.get(bound, 0.0) - before.get(bound, 0.0)) / total, 4)
-            for bound in ("0.0005", "0.001")}
-
-
-def revisions(root: Path) -> dict:
-    """Which code was measured: the checkout's commit and the runtime's last commit (and local edits)."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "runtime_commit": git("log", "-1", "--format=%h %s", "--", "services/apinode"),
-            "runtime_edited": bool(git("status", "--porcelain", "--", "services/apinode"))}
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.split(" [")[0]
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory, 1), "kernel": platform.release(),
-            "python": platform.python_version(), "wrk": wrk.strip()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each measured run (max 30)")
@@ -338,14 +337,19 @@ def main() -> None:
     unknown = stages - set(STAGES)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {','.join(STAGES)}")
+    load_start = os.getloadavg()[0]
+    bench.results["features"] = {"query_log": w.has_query_log(layout), "tracing": w.has_tracing(layout)}
     results = bench.run(stages, with_profiles=not args.no_profile)
+    results["loadavg"] = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
     results.update({"machine": machine(), **revisions(root), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                     "seconds_per_point": bench.seconds, "repeats": bench.repeats, "nice": NICE if os.geteuid() == 0 else "0", "wall_s": round(time.perf_counter() - started, 1)})
     (out / "results.json").write_text(json.dumps(results, indent=1))
     from bench import report
 
     results_path = args.results or root / "bench" / "results.md"
-    report.write(results, results_path, results_path.with_name("latency-throughput.png"))
+    # The README's table only from a full run written to the usual place.
+    readme = root / "README.md" if args.results is None else None
+    report.write(results, results_path, results_path.with_name("latency-throughput.png"), readme)
     print(f"wrote {results_path} in {results['wall_s']:.0f}s", flush=True)
 
 

@@ -1,7 +1,8 @@
-"""The peers' side, built from the same rows: a Feast repository (sqlite online store) and an MLflow model.
+"""The peers' side, built from the same rows: Feast repositories (sqlite and Redis online stores) and an MLflow model.
 
 * Feast: feature views ``demographics`` and ``behavior`` holding exactly the
-  bundles' columns, materialized from parquet into sqlite;
+  bundles' columns, materialized from parquet into sqlite, and into Redis (Feast's production
+  online store, bench/redis_store.py);
 * MLflow: the flow's own pipeline (``flow.train.build_pipeline``), fitted on the
   same customers and split, saved with ``mlflow.sklearn`` so that ``/invocations``
   answers ``predict_proba`` (what our endpoint returns).
@@ -69,28 +70,45 @@ project: bench
 provider: local
 registry: data/registry.db
 online_store:
-  type: sqlite
-  path: data/online_store.db
-offline_store:
+{online_store}offline_store:
   type: file
 entity_key_serialization_version: 3
 auth:
   type: no_auth
 """
+SQLITE_STORE = "  type: sqlite\n  path: data/online_store.db\n"
 
 
-def build_feast(data_dir: Path, repo: Path) -> Path:
-    """A Feast repository with both tables materialized into its sqlite online store."""
-    stamp = _stamp(data_dir)
-    if _fresh(repo, stamp):
+def redis_store(port: int) -> str:
+    """Feast's Redis online store (feast/infra/online_stores/redis.py: RedisOnlineStoreConfig)."""
+    return f"  type: redis\n  connection_string: 127.0.0.1:{port}\n"
+
+
+def build_feast(data_dir: Path, repo: Path, online_store: str = SQLITE_STORE, redis=None) -> Path:
+    """A Feast repository with both tables materialized into its online store.
+
+    sqlite: the store is a file in the repository. Redis (``redis``: the running
+    ``bench.redis_store.RedisServer`` the yaml points at): the rows live in that server, which
+    loaded the snapshot of an earlier run at start; rematerialized (and saved) when the data
+    changed or the snapshot is missing.
+    """
+    kind = online_store.split("type: ", 1)[1].split("\n", 1)[0]
+    stamp = f"{_stamp(data_dir)}-{kind}"
+    if _fresh(repo, stamp) and (redis is None or redis.keys() >= _customers(data_dir)):
+        (repo / "feature_store.yaml").write_text(_FEATURE_STORE_YAML.format(online_store=online_store))
         return repo
     os.environ.setdefault("FEAST_USAGE", "False")
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, Int64, String
 
-    shutil.rmtree(repo, ignore_errors=True)
-    (repo / "data").mkdir(parents=True)
-    (repo / "feature_store.yaml").write_text(_FEATURE_STORE_YAML)
+    if redis is not None:
+        redis.command("FLUSHALL")
+        shutil.rmtree(repo / "data" / "registry.db", ignore_errors=True)
+        (repo / "STAMP").unlink(missing_ok=True)
+    else:
+        shutil.rmtree(repo, ignore_errors=True)
+    (repo / "data").mkdir(parents=True, exist_ok=True)
+    (repo / "feature_store.yaml").write_text(_FEATURE_STORE_YAML.format(online_store=online_store))
     kinds = {"i": Int64, "f": Float64, "U": String}
     customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
     views = []
@@ -106,8 +124,16 @@ def build_feast(data_dir: Path, repo: Path) -> Path:
     store = FeatureStore(repo_path=str(repo))
     store.apply([customer, *views])
     store.materialize(dt.datetime(2026, 6, 29, tzinfo=dt.UTC), dt.datetime(2026, 7, 1, tzinfo=dt.UTC))
+    if redis is not None:
+        if redis.keys() < _customers(data_dir):
+            raise RuntimeError(f"Feast materialized {redis.keys()} keys into Redis, not one per customer")
+        redis.save()
     (repo / "STAMP").write_text(stamp)
     return repo
+
+
+def _customers(data_dir: Path) -> int:
+    return len(read_table(data_dir / "demographics.npz")["customer_id"])
 
 
 def model_frame(demographics: dict[str, np.ndarray], behavior: dict[str, np.ndarray]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bench.procs import ServerSpec
 
 API_KEY = "bench-key"
 AUTH = (("Authorization", f"Bearer {API_KEY}"),)
-PORTS = {"features": 18181, "scoring": 18180, "bare": 18190, "feast": 18166, "mlflow": 18155}
+PORTS = {"features": 18181, "scoring": 18180, "bare": 18190, "feast": 18166, "mlflow": 18155, "redis": 18179}
 DEMOGRAPHICS = ("birthdate", "gender", "region", "campaign_status", "signup_date", "channel",
                 "household_size", "income_band")
 INTEGER_FEATURES = ("age", "tenure_months", "orders_12m", "recency_days", "distinct_categories")
@@ -31,7 +32,8 @@ class Layout:
 
     @property
     def project_python(self) -> str:
-        return str(self.root / ".venv" / "bin" / "python")
+        # bench/run exports the project venv it was given (make bench VENV=...).
+        return str(Path(os.environ.get("BENCH_VENV") or self.root / ".venv") / "bin" / "python")
 
     @property
     def peers_bin(self) -> Path:
@@ -57,20 +59,33 @@ def _url(name: str, path: str) -> str:
 def ours(layout: Layout, role: str, service_dir: Path, extra_env: dict[str, str] | None = None,
          name: str | None = None) -> ServerSpec:
     """One of our services on the runtime, as `python -m apinode serve` runs it (role: features|scoring)."""
+    # Query records off unless a row measures them (the runtime's default writes them to stdout).
     env = {"PYTHONPATH": str(layout.root / "services" / "apinode"), "APINODE_API_KEYS": API_KEY,
-           "APINODE_LOG_LEVEL": "warning", **(extra_env or {})}
+           "APINODE_LOG_LEVEL": "warning", "APINODE_QUERY_LOG": "off", **(extra_env or {})}
     return ServerSpec(name or role, [layout.project_python, "-m", "apinode", "serve", str(service_dir),
                                      "--host", "127.0.0.1", "--port", str(PORTS[role])], _url(role, "/readyz"), env)
 
 
-def features(layout: Layout, service_dir: Path | None = None, name: str = "features") -> ServerSpec:
-    return ours(layout, "features", service_dir or layout.features_dir, name=name)
+def features(layout: Layout, service_dir: Path | None = None, name: str = "features",
+             extra_env: dict[str, str] | None = None) -> ServerSpec:
+    return ours(layout, "features", service_dir or layout.features_dir, extra_env, name=name)
 
 
-def scoring(layout: Layout, remote: bool) -> ServerSpec:
+def scoring(layout: Layout, remote: bool, extra_env: dict[str, str] | None = None,
+            name: str | None = None) -> ServerSpec:
     env = {"APINODE_ENRICHMENT": "remote", "APINODE_FEATURES_URL": _url("features", ""),
            "APINODE_FEATURES_API_KEY": API_KEY} if remote else {"APINODE_ENRICHMENT": "bundled"}
-    return ours(layout, "scoring", layout.scoring_dir, env)
+    return ours(layout, "scoring", layout.scoring_dir, {**env, **(extra_env or {})}, name=name)
+
+
+def has_query_log(layout: Layout) -> bool:
+    """Query audit records (APINODE_QUERY_LOG) are in this checkout's runtime."""
+    return (layout.root / "services" / "apinode" / "apinode" / "audit.py").exists()
+
+
+def has_tracing(layout: Layout) -> bool:
+    """W3C trace context across the hop is in this checkout's runtime."""
+    return (layout.root / "services" / "apinode" / "apinode" / "tracing.py").exists()
 
 
 def bare(layout: Layout, variant: tuple[str, ...] = (), name: str = "bare") -> ServerSpec:
@@ -89,11 +104,11 @@ STACK_VARIANTS = (
 )
 
 
-def feast(layout: Layout, repo: Path) -> ServerSpec:
+def feast(layout: Layout, repo: Path, name: str = "feast") -> ServerSpec:
     # Worker recycling off and a long registry TTL: the peer at its best, not at its defaults.
     command = [str(layout.peers_bin / "feast"), "serve", "-h", "127.0.0.1", "-p", str(PORTS["feast"]),
                "--no-access-log", "--workers", "1", "--max-requests", "0", "--registry_ttl_sec", "3600"]
-    return ServerSpec("feast", command, _url("feast", "/health"), {"FEAST_USAGE": "False"}, cwd=repo)
+    return ServerSpec(name, command, _url("feast", "/health"), {"FEAST_USAGE": "False"}, cwd=repo)
 
 
 def mlflow(layout: Layout, model: Path) -> ServerSpec:
@@ -121,6 +136,18 @@ def lookup_feast() -> Target:
 def score_ours() -> Target:
     return Target(_url("scoring", "/public/api/v1/customer-scoring/high-spender/predict"),
                   '{"features":{"customer_id":"{id}"}}', AUTH)
+
+
+# Explanations asked per request, as a Dataiku client does (the endpoint's defaults say off).
+EXPLANATIONS = {
+    "ice": '{"enabled":true,"method":"ICE"}',
+    "shapley-25": '{"enabled":true,"method":"SHAPLEY","nMonteCarloSteps":25}',
+}
+
+
+def score_explained(kind: str) -> Target:
+    return Target(_url("scoring", "/public/api/v1/customer-scoring/high-spender/predict"),
+                  '{"features":{"customer_id":"{id}"},"explanations":' + EXPLANATIONS[kind] + "}", AUTH)
 
 
 def score_bare() -> Target:
