@@ -164,9 +164,20 @@ def test_a_bad_consumer_fails_naming_the_key(value: Any, expected: str) -> None:
 
 # ---- the evaluator on crafted policies (each rule of its model can fail) ---------------------------
 
-POD = Endpoint("features", "10.40.0.11", "ns", {"app": "f"}, "features", True)
-OTHER = Endpoint("other", "10.40.32.5", "other", {"app": "x"}, "default", True)
-PLAIN = Endpoint("other, outside the mesh", "10.40.32.5", "other", {"app": "x"}, "default", False)
+POD_SUBNETS = ("10.40.0.0/19", "10.40.32.0/19")  # prod's first two private (pod) subnets
+
+
+def address_in(cidr: str, index: int) -> str:
+    """A host address of a subnet, as the VPC CNI hands one to a pod or a node: data for the offline
+    evaluator, never dialled."""
+    return str(ipaddress.ip_network(cidr)[index])
+
+
+POD = Endpoint("features", address_in(POD_SUBNETS[0], 11), "ns", {"app": "f"}, "features", True)
+OTHER = Endpoint("other", address_in(POD_SUBNETS[1], 5), "other", {"app": "x"}, "default", True)
+PLAIN = Endpoint("other, outside the mesh", address_in(POD_SUBNETS[1], 5), "other", {"app": "x"}, "default",
+                 False)
+NODE_ADDRESS = address_in(POD_SUBNETS[0], 250)
 TARGET = Target("features", POD, 8080, "/lookup")
 
 
@@ -194,8 +205,8 @@ def test_namespace_selectors_ports_and_the_resident_node() -> None:
         "ports": [{"port": 15008}]}]})
     cluster = _cluster(policy)
     assert cluster.network(OTHER, POD, 15008) and not cluster.network(OTHER, POD, 8080)
-    assert not cluster.network(Endpoint("a node", "10.40.0.250"), POD, 8080)
-    assert cluster.network(Endpoint("its node", "10.40.0.250", resident_node=True), POD, 8080)
+    assert not cluster.network(Endpoint("a node", NODE_ADDRESS), POD, 8080)
+    assert cluster.network(Endpoint("its node", NODE_ADDRESS, resident_node=True), POD, 8080)
 
 
 def _authz(spec: dict[str, Any], name: str = "a") -> dict[str, Any]:
