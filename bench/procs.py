@@ -12,8 +12,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import psutil
-
 from bench.cores import SERVER_CORE, pinned
 
 
@@ -52,7 +50,67 @@ class ServerSpec:
     ready_timeout: float = 120.0
 
 
-class Server:
+class ProcessTree:
+    """A process we started in its own group (``self.process``, ``self._log``), measured as a tree.
+
+    psutil is imported on use: the peers' venv has it (bench/requirements-peers.txt), the test venv
+    that imports these modules for the smoke tests need not."""
+
+    process: subprocess.Popen
+
+    def _tree(self) -> list:
+        import psutil
+
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _each(self, read) -> list:
+        """``read(process)`` for every live process of the tree (one may exit meanwhile)."""
+        import psutil
+
+        values = []
+        for process in self._tree():
+            try:
+                values.append(read(process))
+            except psutil.NoSuchProcess:
+                pass
+        return values
+
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._tree()]
+
+    def rss_mib(self) -> float:
+        """Resident memory of the whole tree (a gunicorn master and its worker count together)."""
+        return sum(self._each(lambda process: process.memory_info().rss)) / 2**20
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the whole tree so far."""
+        return sum(self._each(lambda process: sum(process.cpu_times()[:2])))
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the process group we started, SIGKILL after ``grace`` seconds."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Server(ProcessTree):
     """A running server process tree; ``ready_seconds`` is from spawn to the first 200."""
 
     def __init__(self, spec: ServerSpec, log_dir: Path) -> None:
@@ -74,6 +132,8 @@ class Server:
 
     def _listening(self) -> bool:
         """True when our own process tree holds the listening socket (not some other server)."""
+        import psutil
+
         for process in self._tree():
             try:
                 if any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in process.net_connections()):
@@ -96,50 +156,6 @@ class Server:
             time.sleep(0.01)
         self.stop()
         raise RuntimeError(f"{self.spec.name} not ready after {self.spec.ready_timeout:.0f}s; see {self.log_path}")
-
-    def _tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def pids(self) -> list[int]:
-        return [process.pid for process in self._tree()]
-
-    def rss_mib(self) -> float:
-        """Resident memory of the whole tree (a gunicorn master and its worker count together)."""
-        total = 0
-        for process in self._tree():
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total / 2**20
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the whole tree so far."""
-        total = 0.0
-        for process in self._tree():
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM to the process group we started, SIGKILL after ``grace`` seconds."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-            except ProcessLookupError:
-                pass
-        self._log.close()
 
 
 class Servers:

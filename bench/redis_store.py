@@ -8,26 +8,14 @@ instead of materializing again. Stopped by its PID (process group), as every ser
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 from bench.cores import SERVER_CORE, pinned
-
-
-def port_free(port: int) -> bool:
-    """Nobody listens on it (as bench.procs.port_free; that module needs psutil at import)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from bench.procs import ProcessTree, port_free
 
 
 def redis_binary() -> str | None:
@@ -42,7 +30,7 @@ class RedisSpec:
         self.name = name
 
 
-class RedisServer:
+class RedisServer(ProcessTree):
     """One redis-server process; the same measuring interface as ``bench.procs.Server``."""
 
     def __init__(self, port: int, folder: Path, log_dir: Path, snapshot: str = "online.rdb",
@@ -102,49 +90,3 @@ class RedisServer:
         if reply != b"+OK":
             raise RuntimeError(f"redis SAVE answered {reply!r}")
 
-    def _tree(self) -> list:
-        import psutil  # the peers' venv has it (bench/requirements-peers.txt)
-
-        try:
-            root = psutil.Process(self.process.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def rss_mib(self) -> float:
-        total = 0
-        for process in self._tree():
-            try:
-                total += process.memory_info().rss
-            except Exception:  # psutil.NoSuchProcess: it exited meanwhile
-                pass
-        return total / 2**20
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for process in self._tree():
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except Exception:  # psutil.NoSuchProcess: it exited meanwhile
-                pass
-        return total
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM to the process group we started (redis exits without saving: --save ""), then SIGKILL."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-            except ProcessLookupError:
-                pass
-        self._log.close()
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
