@@ -127,3 +127,14 @@ def test_scoring_product_page_says_where_remote_features_come_from():
     page = DocsPages(definition, runtime, {}).product_page().decode()
     assert "looked up from <code>customer-features</code> endpoint <code>profile</code>" in page  # both lookups share profile
     assert "<code>high-spender.onnx</code>" in page
+
+
+def test_scoring_product_page_shows_each_generation_and_its_dispatch_weight():
+    env = {"APINODE_DISPATCH": '{"high-spender": {"1": 90, "2": 10}}'}
+    definition = load_definition(REPO / "services" / "customer-scoring", env)
+    page = DocsPages(definition, types.SimpleNamespace(sources={}), {}).product_page().decode()
+    endpoint = definition.predictions["high-spender"]
+    assert len(endpoint.generations) == 2
+    for generation, weight in (("1", 90), ("2", 10)):
+        model = next(g for g in endpoint.generations if g.id == generation).model_path.name
+        assert f"<tr><td><code>{generation}</code></td><td><code>{model}</code></td><td>{weight}</td></tr>" in page

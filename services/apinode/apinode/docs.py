@@ -217,7 +217,7 @@ class DocsPages:
             return ""
         blocks = []
         for name, endpoint in predictions.items():
-            generations = getattr(endpoint, "generations", None)
+            generations = endpoint.generations
             if generations:
                 weights = dict(endpoint.dispatch)  # generations.py: the weights as this process dispatches
                 rows = "".join(
