@@ -115,3 +115,54 @@ def test_explanations_skip_ignored_records(started):
     unknown, known = call(handler, body, multi=True)["results"]
     assert unknown["ignored"] is True and "explanations" not in unknown
     assert known["ignored"] is False and all(math.isfinite(v) for v in known["explanations"].values())
+
+
+class FeedRecorder(CountingSession):
+    """The session, keeping the number of rows of each feed it is given."""
+
+    def __init__(self, session) -> None:
+        super().__init__(session)
+        self.fed: list[int] = []
+
+    def run(self, fetch, feed, *args, **kwargs):
+        self.fed.append(len(next(iter(feed.values()))))
+        return super().run(fetch, feed, *args, **kwargs)
+
+
+def test_ice_equals_its_definition_over_every_background_row(started, fixture_services):
+    """ICE runs the model once per distinct background value, weighting the mean by its count: the
+    answer must be the definition's, L(x) - mean over all background rows of L(x with x_j := b_k[j])
+    (every row, duplicates included: a value held by 40 rows weighs 40 times), at fewer model rows."""
+    import json
+
+    import numpy as np
+
+    from apinode.explanations import log_odds
+
+    handler, model = started
+    background = json.loads((fixture_services["customer-scoring"] / "model" / "high-spender.reference.json").read_text())[
+        "background"
+    ]
+    x = record(orders_12m=7.0, spend_12m=310.0, age=52.0, return_rate=0.3, recency_days=40.0) | {"region": "south"}
+    names = [name for name, _ in model.inputs]
+    hybrids = [x] + [x | {name: row[name]} for name in names for row in background]
+    _, probabilities = model.run(
+        {name: model.column(name, is_string, hybrids).reshape(-1, 1) for name, is_string in model.inputs}
+    )
+    scores = log_odds(model.positive(probabilities))
+    expected = {
+        name: scores[0] - scores[1 + j * len(background) : 1 + (j + 1) * len(background)].mean()
+        for j, name in enumerate(names)
+    }
+    recorder = FeedRecorder(model._session)
+    model._session = recorder
+    try:
+        ice = explain(handler, x, "ICE")
+    finally:
+        model._session = recorder._session
+    assert set(ice) == set(names)
+    for name in names:
+        assert ice[name] == pytest.approx(expected[name], rel=1e-9, abs=1e-12), name
+    distinct = sum(len({json.dumps(row[name]) for row in background}) for name in names)
+    assert recorder.fed == [1 + distinct], "one model run: the record and one row per distinct background value"
+    assert distinct < len(names) * len(background), "the fixture's background repeats values (else nothing is saved)"

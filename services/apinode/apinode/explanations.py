@@ -5,6 +5,9 @@ As Dataiku does for classifiers, contributions are in the **log-odds** of the po
 file):
 
 - ICE: for feature j, ``L(x) - mean_k L(x with x_j := b_k[j])`` over the background rows b_k.
+  The model runs once per *distinct* value of b[j], and the mean is weighted by how often each
+  value occurs: the same figure, at about 0.4 of the model rows on the committed background
+  (416 hybrids instead of 1,100: many columns hold few values, e.g. ``gender`` 3, ``region`` 8).
 - SHAPLEY: Monte-Carlo permutation sampling. Each of the ``nMonteCarloSteps`` steps draws a
   feature order and a background row z, walks from z to x one feature at a time in that order and
   credits each feature with the change of L. Per step the credits add up to ``L(x) - L(z)``
@@ -108,14 +111,20 @@ class Explainer:
         self._column = column
         self._background = {name: column(name, is_string, background) for name, is_string in inputs}
         self.background_size = len(background)
+        # ICE: each feature's distinct background values and their share of the background (NaNs,
+        # the missing values, count as one value: the model sees them alike).
+        self._ice_values, shares = {}, []
+        for name in self.names:
+            values, counts = np.unique(self._background[name], return_counts=True)
+            self._ice_values[name] = values
+            shares.append(counts / self.background_size)
+        self._ice_shares = np.concatenate(shares)
+        self._ice_starts = np.cumsum([0] + [len(self._ice_values[name]) for name in self.names[:-1]])
+        self.ice_rows = len(self._ice_shares)
 
     def rows_needed(self, settings: ExplanationSettings, records: int) -> int:
         features = len(self.names)
-        per_record = (
-            features * self.background_size
-            if settings.method == "ICE"
-            else settings.n_monte_carlo_steps * features
-        )
+        per_record = self.ice_rows if settings.method == "ICE" else settings.n_monte_carlo_steps * features
         return records * (per_record + 1)
 
     def check_cost(self, settings: ExplanationSettings, records: int) -> None:
@@ -167,16 +176,16 @@ class Explainer:
         return feed, read
 
     def _ice(self, x: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], tuple]:
-        features, size = len(self.names), self.background_size
-        block = {}
-        for j, name in enumerate(self.names):
-            column = np.repeat(x[name], features * size)
-            column[j * size : (j + 1) * size] = self._background[name]
+        block, rows = {}, self.ice_rows
+        for name, start in zip(self.names, self._ice_starts):
+            values = self._ice_values[name]
+            column = np.repeat(x[name], rows)
+            column[start : start + len(values)] = values
             block[name] = column
-        return block, ("ICE", features * size, None)
+        return block, ("ICE", rows, None)
 
     def _read_ice(self, own: float, hybrid: np.ndarray) -> np.ndarray:
-        return own - hybrid.reshape(len(self.names), self.background_size).mean(axis=1)
+        return own - np.add.reduceat(hybrid * self._ice_shares, self._ice_starts)
 
     def _shapley(
         self, x: dict[str, np.ndarray], steps: int, seed: int
