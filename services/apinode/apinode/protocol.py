@@ -36,6 +36,7 @@ log = logging.getLogger("apinode")
 # Headers whose repetition makes a request ambiguous (RFC 9110 5.3: only list-valued fields
 # may repeat; RFC 9112 6.3: several Content-Length values are an error).
 _SINGLE = frozenset((b"authorization", b"content-length", b"host", b"transfer-encoding"))
+_SINGLE_BITS = {name: 1 << bit for bit, name in enumerate(sorted(_SINGLE))}  # seen so far: a bit each
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
             431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
@@ -188,6 +189,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         _head_bytes = 0
         _header_count = 0
         _header_bytes = 0
+        _singles = 0  # the _SINGLE headers this request has sent, as _SINGLE_BITS
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -250,7 +252,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._header_count = self._header_bytes = 0
+            self._header_count = self._header_bytes = self._singles = 0
             self._arm(head_timeout, head_answer)
 
         def on_url(self, url: bytes) -> None:
@@ -267,17 +269,16 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 raise _Refused(size_answer)
             # uvicorn's on_header, inlined (one Python call per header less).
             name = name.lower()
+            bit = _SINGLE_BITS.get(name)
+            if bit is not None:  # checked as it arrives: no second pass over the headers
+                if self._singles & bit:
+                    raise _Refused(duplicate_answers[name])
+                self._singles |= bit
             if name == b"expect" and value.lower() == b"100-continue":
                 self.expect_100_continue = True
             self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
-            seen = set()
-            for name, _ in self.headers:
-                if name in _SINGLE:
-                    if name in seen:
-                        raise _Refused(duplicate_answers[name])
-                    seen.add(name)
             self._in_head = False
             if len(self.connections) > max_connections or len(self.tasks) >= max_connections:
                 app, self.app = self.app, refuse
