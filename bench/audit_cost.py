@@ -78,7 +78,7 @@ def audit_work_us(count: int = 5000, repeats: int = 5) -> tuple[float, float]:
     adds (trace, record holder, hand-off to the queue) and what the writer thread does (build the
     record, redact, serialize)."""
     from apinode import tracing
-    from apinode.audit import Query, QueryLog, QueryLogSpec, records
+    from apinode.audit import Query, QueryLog, QueryLogSpec, encoded
 
     full = {"customer_id": "C0000042", "age": 41, "tenure_months": 30, "orders_12m": 7, "spend_12m": 812.5,
             "avg_basket": 116.1, "recency_days": 12, "distinct_categories": 4, "return_rate": 0.05, "gender": "F",
@@ -100,8 +100,7 @@ def audit_work_us(count: int = 5000, repeats: int = 5) -> tuple[float, float]:
         queries = [log._queue.get_nowait() for _ in range(count)]
         started = time.thread_time()
         for entry in queries:
-            for record in records(entry[0], "customer-scoring", *entry[1:]):
-                orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
+            encoded(entry[0], "customer-scoring", *entry[1:])
         writer.append((time.thread_time() - started) / count * 1e6)
     return min(loop_side), min(writer)
 

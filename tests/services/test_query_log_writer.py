@@ -78,3 +78,49 @@ def test_a_whole_request_failure_leaves_one_record_with_the_fields_as_sent_redac
     assert record["features"] == {"customer_id": "C0000001"} and list(record["redacted"]) == ["birthdate"]
     assert (record["status"], record["errorType"], record["context"]) == (404, "RecordNotFound", {"t": 1})
     assert record["time"] == "2026-05-28T20:26:40.000Z"
+
+
+def test_encoded_lines_keep_each_records_own_fields_in_the_documented_order():
+    """The writer encodes the fields an endpoint's records share once and reuses them: a record
+    must still carry its own endpoint, kind, generation and key id (not the previous record's),
+    every field in the documented order, one JSON object per line."""
+    from apinode.audit import encoded
+
+    order = ["time", "service", "endpoint", "kind", "generation", "apiKeyId", "status", "errorType",
+             "durationMs", "traceId", "spanId", "parentSpanId"]
+    wall = 1_780_000_000.25
+    queries = []
+    for kind, endpoint, generation, key in [("predict", "high-spender", "2", "k-aa"),
+                                            ("predict", "high-spender", "1", "k-aa"),
+                                            ("predict-multi", "high-spender", "2", "k-bb"),
+                                            ("lookup", "demographics", None, None)]:
+        query = Query(kind, endpoint, QueryLogSpec(), wall)
+        query.generation, query.key_id = generation, key
+        query.trace = tracing.from_header(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        queries.append(query)
+    sent, full = {"customer_id": "C0000001"}, {"customer_id": "C0000001", "age": 41, "region": "wales"}
+    answer = {"prediction": "1", "probas": {"0": 0.25, "1": 0.75}}
+    queries[0].add(sent, full, answer, {"n": 0})
+    queries[1].add(sent, full, answer, None)
+    queries[2].add(sent, full, answer, {"n": 2})
+    queries[2].add(sent, None, {"ignored": True, "errorType": "RecordNotFound", "ignoreReason": "x"}, None)
+    queries[3].add(sent, None, {"data": {}, "notFound": True}, None)
+    out = [encoded(query, "svc", 200, None, 0.0012345) for query in queries]
+    assert [len(lines) for lines in out] == [1, 1, 2, 1]
+    lines = [line for group in out for line in group]
+    assert all(line.endswith(b"}\n") and line.count(b"\n") == 1 for line in lines)
+    records_ = [json.loads(line) for line in lines]
+    assert [(r["endpoint"], r["kind"], r["generation"], r["apiKeyId"]) for r in records_] == [
+        ("high-spender", "predict", "2", "k-aa"), ("high-spender", "predict", "1", "k-aa"),
+        ("high-spender", "predict-multi", "2", "k-bb"), ("high-spender", "predict-multi", "2", "k-bb"),
+        ("demographics", "lookup", None, None)]
+    for record in records_:
+        assert list(record)[: len(order)] == order, record
+        assert (record["time"], record["service"], record["durationMs"]) == ("2026-05-28T20:26:40.250Z", "svc", 1.234)
+        assert record["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736" and record["parentSpanId"] == "00f067aa0ba902b7"
+    first = records_[0]
+    assert list(first)[len(order):] == ["features", "enriched", "result", "context"]
+    assert (first["enriched"], first["result"], first["context"]) == (["age", "region"], answer, {"n": 0})
+    assert [records_[2]["item"], records_[3]["item"]] == [0, 1]
+    assert records_[3]["result"] == {"ignored": True, "errorType": "RecordNotFound", "ignoreReason": "x"}
+    assert records_[4]["data"] == sent and records_[4]["result"] == {"found": False}

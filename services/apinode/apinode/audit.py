@@ -137,31 +137,53 @@ def _time(wall: float) -> str:
     return f"{_second[1]}.{int((wall - second) * 1000):03d}Z"
 
 
+_HEADS: dict[tuple, bytes] = {}  # the encoded fields a record shares with its endpoint's others
+
+
+def _head(service: str, query: Query) -> bytes:
+    """``"service":..,"endpoint":..,"kind":..,"generation":..,"apiKeyId":..,`` encoded once per combination."""
+    key = (service, query.endpoint, query.kind, query.generation, query.key_id)
+    head = _HEADS.get(key)
+    if head is None:
+        if len(_HEADS) > 4096:  # api keys times endpoints times generations: bounded anyway
+            _HEADS.clear()
+        fields = dict(zip(("service", "endpoint", "kind", "generation", "apiKeyId"), key))
+        head = _HEADS[key] = orjson.dumps(fields, default=str)[1:-1] + b","
+    return head
+
+
 def records(query: Query, service: str, status: int, error_type: str | None, seconds: float) -> list[dict]:
-    """The JSON records of one finished query (one per item of a batch)."""
+    """The JSON records of one finished query (one per item of a batch), as objects."""
+    return [orjson.loads(line) for line in encoded(query, service, status, error_type, seconds)]
+
+
+def encoded(query: Query, service: str, status: int, error_type: str | None, seconds: float) -> list[bytes]:
+    """The records of one finished query as JSON lines (one per item of a batch), in this order:
+    time, service, endpoint, kind, generation, apiKeyId, status, errorType, durationMs, traceId,
+    spanId, parentSpanId, then the item's fields, enrichment, result, context and redaction.
+
+    The fields shared by an endpoint's records are encoded once (``_head``), the time once per
+    record and the rest with one ``orjson.dumps``: less work than building the whole object and
+    encoding it per record."""
     trace = query.trace
     spec = query.spec
     redact, redacted = spec.redact, spec.redacted
     kind = query.kind
     multi = kind.endswith("-multi")
     section = "data" if kind.startswith("lookup") else "features"
-    head = (
-        ("time", _time(query.wall)),
-        ("service", service),
-        ("endpoint", query.endpoint),
-        ("kind", kind),
-        ("generation", query.generation),
-        ("apiKeyId", query.key_id),
-        ("status", status),
-        ("errorType", error_type),
-        ("durationMs", int(seconds * 1_000_000) / 1000),
-        ("traceId", trace.trace_id if trace else None),
-        ("spanId", trace.span_id if trace else None),
-        ("parentSpanId", trace.parent_id if trace else None),
-    )
+    prefix = b'{"time":"' + _time(query.wall).encode() + b'",' + _head(service, query)
+    base = {
+        "status": status,
+        "errorType": error_type,
+        "durationMs": int(seconds * 1_000_000) / 1000,
+        "traceId": trace.trace_id if trace else None,
+        "spanId": trace.span_id if trace else None,
+        "parentSpanId": trace.parent_id if trace else None,
+    }
+    option = orjson.OPT_APPEND_NEWLINE
     if not query.items:  # the request failed as a whole
         body = query.body if type(query.body) is dict else {}
-        record = dict(head)
+        record = base
         record["context"] = body.get("context")
         if multi:
             items = body.get("items")
@@ -170,10 +192,10 @@ def records(query: Query, service: str, status: int, error_type: str | None, sec
             record[section] = _redacted(body.get(section), redact)
         if redacted:
             record["redacted"] = redacted
-        return [record]
+        return [prefix + orjson.dumps(record, default=str, option=option)[1:]]
     out = []
     for index, (sent, full, result, context) in enumerate(query.items):
-        record = dict(head)
+        record = base.copy()
         if multi:
             record["item"] = index
         record[section] = _redacted(sent, redact) if redact else sent
@@ -194,7 +216,7 @@ def records(query: Query, service: str, status: int, error_type: str | None, sec
         record["context"] = context
         if redacted:
             record["redacted"] = redacted
-        out.append(record)
+        out.append(prefix + orjson.dumps(record, default=str, option=option)[1:])
     return out
 
 
@@ -261,8 +283,7 @@ class QueryLog:
                     stopping = True
                     continue
                 try:
-                    for record in records(entry[0], service, *entry[1:]):
-                        lines.append(orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
+                    lines += encoded(entry[0], service, *entry[1:])
                 except Exception:  # a record we cannot render must not stop the writer
                     self.failed += 1
                     log.exception("query log: cannot render a record")
