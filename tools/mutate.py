@@ -36,8 +36,10 @@ MODULES = {
 TESTS = [
     "tests/infra/test_config_rules.py",
     "tests/infra/test_quantities_and_ports.py",
+    "tests/infra/test_config_bounds.py",
     "tests/services/test_objects.py",
     "tests/services/test_enrichment_semantics.py",
+    "tests/services/test_lenient_enrichment.py",
     "tests/services/test_inprocess_errors.py",
 ]
 HELPERS = [
