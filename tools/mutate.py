@@ -40,6 +40,7 @@ TESTS = [
     "tests/services/test_objects.py",
     "tests/services/test_enrichment_semantics.py",
     "tests/services/test_lenient_enrichment.py",
+    "tests/services/test_feature_values.py",
     "tests/services/test_inprocess_errors.py",
 ]
 HELPERS = [

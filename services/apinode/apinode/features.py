@@ -92,7 +92,7 @@ def _parse_number(text: str) -> float | int:
         raise TypeError
     if text.lstrip("+-").isdigit():
         number = int(text)
-        if abs(number) >= _INT64:
+        if not -_INT64 <= number < _INT64:  # what an int64 holds
             raise TypeError
         return number
     number = float(text)
