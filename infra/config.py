@@ -319,11 +319,13 @@ def parse_settings(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[st
         if not _INSTANCE_TYPE.match(instance_type):
             raise nodes.fail("instanceTypes", f"'{instance_type}' is not an EC2 instance type like t3.large",
                              "'[\"t3.large\"]'")
+    min_size = nodes.integer("minSize", "1", low=1, high=100)
+    max_size = nodes.integer("maxSize", str(max(min_size, 4)), low=1, high=100)
     node_group = NodeGroupSettings(
         instance_types=instance_types,
-        min_size=nodes.integer("minSize", "1", low=1, high=100),
-        desired_size=nodes.integer("desiredSize", "2", low=1, high=100),
-        max_size=nodes.integer("maxSize", "4", low=1, high=100),
+        min_size=min_size,
+        desired_size=nodes.integer("desiredSize", str(min_size), low=1, high=100),  # the example fits
+        max_size=max_size,
         disk_size_gb=nodes.integer("diskSizeGb", "40", default=40, low=20, high=1000),
         capacity_type=nodes.string("capacityType", "ON_DEMAND", default="ON_DEMAND",
                                    choices=("ON_DEMAND", "SPOT")),

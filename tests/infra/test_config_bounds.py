@@ -148,3 +148,40 @@ def test_one_past_the_edge_is_refused_naming_the_key_and_its_range(stack: str, e
 @pytest.mark.parametrize("stack,key,holds", [c[1:] for c in DEFAULTS], ids=[c[0] for c in DEFAULTS])
 def test_a_key_left_out_takes_its_documented_default(stack: str, key: str, holds: Callable, tmp_path: Path) -> None:
     assert holds(_parse(stack, _set(key, _DELETE), tmp_path))
+
+
+def _fix_of(message: str) -> tuple[str, Any] | None:
+    """The key and value of the message's ``Fix: pulumi config set --path 'KEY' VALUE``, as the
+    stack file would then hold it; None when the fix is not one concrete value."""
+    import json
+    import shlex
+
+    if "Fix: pulumi config set --path " not in message:
+        return None
+    words = shlex.split(message.split("Fix: ", 1)[1])
+    key, value = words[4], words[5]
+    if "..." in value or value.startswith("<"):
+        return None
+    return key, json.loads(value) if value[:1] in "[{" else value
+
+
+def _fix_cases():
+    from tests.infra.test_config_rules import RULES
+
+    cases = [(c[0], c[1], c[2]) for c in RULES] + [(c[0], c[1], c[2]) for c in REFUSED]
+    return [pytest.param(stack, edit, id=case) for case, stack, edit in cases]
+
+
+@pytest.mark.parametrize("stack,edit", _fix_cases())
+def test_the_fix_a_message_gives_is_accepted_for_its_key(stack: str, edit: Callable, tmp_path: Path) -> None:
+    """A user who runs the suggested `pulumi config set` gets past that key: the example shown is
+    a value the key accepts, not a placeholder that fails the same way."""
+    message = _error(stack, edit, tmp_path)
+    fix = _fix_of(message)
+    if fix is None:
+        return  # a `config rm`, a secret, or an example with placeholders: nothing to apply
+    key, value = fix
+    try:
+        _parse(stack, _all(edit, _set(key, value)), tmp_path)
+    except Exception as error:  # noqa: BLE001 - the message is what is checked
+        assert f"'{key}'" not in str(error), f"the fix {value!r} for {key} fails again: {error}"
