@@ -185,3 +185,74 @@ def test_the_fix_a_message_gives_is_accepted_for_its_key(stack: str, edit: Calla
         _parse(stack, _all(edit, _set(key, value)), tmp_path)
     except Exception as error:  # noqa: BLE001 - the message is what is checked
         assert f"'{key}'" not in str(error), f"the fix {value!r} for {key} fails again: {error}"
+
+
+# Where a stack file's key lands in the settings, when not at the snake_case of its own name.
+_LANDS = {"vpcCidr": "network.cidr", "availabilityZones": "network.availability_zones",
+          "natGateways": "network.nat_gateways", "kubernetesVersion": "cluster.kubernetes_version",
+          "nodeGroup": "cluster.node_group", "clusterAdminRoleArns": "cluster.admin_role_arns",
+          "publicEndpointCidrs": "cluster.public_endpoint_cidrs",
+          "clusterLogRetentionDays": "cluster.log_retention_days", "ecr": "registry",
+          "apiAccess.privateCidrs": "cluster.api_private_cidrs"}
+# Keys read into other shapes, each checked by its own module's tests.
+_ELSEWHERE = {"consumers": "tests/infra/test_zero_trust.py (parsed into mesh policies)",
+              "baseImage": "tests/infra/test_promotion.py (a digest-pinned reference)",
+              "promotion": "tests/infra/test_promotion.py (a stack reference)",
+              "modelDispatch": "tests/infra/test_governance_config.py (weights per generation)",
+              "database.caBundleFile": "tests/services/test_sql_tls.py (read as the file's contents)"}
+
+
+def _snake(key: str) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def _leaves(value: Any, path: list[str]):
+    if isinstance(value, dict) and value and not (path and path[-1] == "tags"):
+        for key, inner in value.items():
+            yield from _leaves(inner, [*path, key])
+    else:
+        yield path, value
+
+
+def _landed(settings, path: list[str]):
+    dotted = ".".join(path)
+    route = next((_LANDS[k] + dotted[len(k):] for k in sorted(_LANDS, key=len, reverse=True)
+                  if dotted == k or dotted.startswith(k + ".")), dotted)
+    target = settings
+    parts = route.split(".")
+    for n, part in enumerate(parts):
+        if n and parts[n - 1] == "services":
+            target = next(service for service in target if service.id == part)
+        else:
+            target = getattr(target, part if "_" in part or part.islower() else _snake(part))
+    return target
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_committed_stacks_read_as_written(stack: str, tmp_path: Path) -> None:
+    """Every value written in Pulumi.<stack>.yaml is the value the program then uses: a key read
+    under another name, or its default taken instead of what the file says, fails here."""
+    import yaml
+
+    from tests.infra.test_config_rules import ROOT
+
+    settings = _parse(stack, lambda config: None, tmp_path)
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    checked = 0
+    for key, value in config.items():
+        if not key.startswith(P) or key[len(P):] in _ELSEWHERE or isinstance(value, dict) and "secure" in value:
+            continue
+        for path, written in _leaves(value, [key[len(P):]]):
+            if ".".join(path) in _ELSEWHERE:
+                continue
+            landed = _landed(settings, path)
+            if isinstance(landed, tuple):
+                landed = list(landed)
+            if isinstance(written, dict):  # tags: the stack's own tags are added to them
+                assert landed.items() >= written.items(), (path, landed)
+            else:
+                assert landed == written or str(landed) == str(written), f"{'.'.join(path)}: {written!r} read as {landed!r}"
+            checked += 1
+    assert checked >= 20, checked
