@@ -180,3 +180,22 @@ def service_dir(root: Path, service: str, count: int = 500) -> Path:
         tiny_model(target / "model" / "high-spender-2.onnx", bias=-0.5)
         tiny_reference(target / "model" / "high-spender-2.onnx", demographics, behavior)
     return target
+
+
+def duplicated_service(root: Path, service: str, duplicated: str, policies: dict[str, str] | None = None) -> tuple[Path, dict]:
+    """``service_dir`` whose demographics hold ``duplicated`` on rows 0 and 1 (row 1's own customer
+    is gone: the duplicate a bad export produces), each ``policies`` line of service.yaml replaced
+    (``{"on_several: fail": "on_several: first"}``; each must be there). Returns the folder and the
+    demographics columns."""
+    demographics, _ = tables(500)
+    demographics["customer_id"] = demographics["customer_id"].copy()
+    demographics["customer_id"][1] = duplicated
+    target = service_dir(root, service)
+    write_bundle(target / "data" / "demographics.npz", demographics)
+    definition = target / "service.yaml"
+    text = definition.read_text()
+    for old, new in (policies or {}).items():
+        assert old in text, f"{service}'s service.yaml has no {old!r}"
+        text = text.replace(old, new)
+    definition.write_text(text)
+    return target, demographics

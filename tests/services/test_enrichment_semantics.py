@@ -18,9 +18,8 @@ import datetime as dt
 import httpx
 import pytest
 
-from apinode.bundle import write_bundle
 from apinode.transforms import months_since_one, years_since_one
-from apinode_fixtures import AS_OF, CATEGORICAL, NUMERIC, service_dir, tables
+from apinode_fixtures import AS_OF, CATEGORICAL, NUMERIC, duplicated_service
 from tests.apinode_proc import API_KEY
 from tests.services.inprocess import InProcessService
 
@@ -178,13 +177,9 @@ DUPLICATED = "C0000001"
 @pytest.fixture(scope="module")
 def duplicated(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("duplicated")
-    demographics, _ = tables(500)
-    demographics["customer_id"] = demographics["customer_id"].copy()
-    demographics["customer_id"][1] = DUPLICATED
     services = {}
     for name in ("customer-features", "customer-scoring"):
-        target = service_dir(root, name)
-        write_bundle(target / "data" / "demographics.npz", demographics)
+        target, demographics = duplicated_service(root, name, DUPLICATED)
         services[name] = InProcessService(target)
     first_row = {column: values[0] for column, values in demographics.items()}
     assert first_row["birthdate"] != demographics["birthdate"][1], "the two rows must differ"
@@ -247,17 +242,8 @@ def _lookup_items(order: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def strict_features(tmp_path_factory) -> InProcessService:
     """customer-features with the other policy: ``on_not_found: fail`` and ``on_several: fail``."""
-    root = tmp_path_factory.mktemp("strict")
-    demographics, _ = tables(500)
-    demographics["customer_id"] = demographics["customer_id"].copy()
-    demographics["customer_id"][1] = DUPLICATED
-    target = service_dir(root, "customer-features")
-    write_bundle(target / "data" / "demographics.npz", demographics)
-    definition = target / "service.yaml"
-    text = definition.read_text()
-    assert text.count('on_not_found: "null"') >= 2 and text.count("on_several: first") >= 2
-    definition.write_text(text.replace('on_not_found: "null"', "on_not_found: fail")
-                          .replace("on_several: first", "on_several: fail"))
+    target, _ = duplicated_service(tmp_path_factory.mktemp("strict"), "customer-features", DUPLICATED,
+                                   {'on_not_found: "null"': "on_not_found: fail", "on_several: first": "on_several: fail"})
     return InProcessService(target)
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from apinode.bundle import write_bundle
-from apinode_fixtures import CATEGORICAL, NUMERIC, service_dir, tables
+from apinode_fixtures import CATEGORICAL, NUMERIC, duplicated_service, tables
 from tests.services.inprocess import InProcessService
 
 DUPLICATED, ABSENT = "C0000001", "C0000002"
@@ -24,19 +23,12 @@ SENT_FROM_DEMOGRAPHICS = ("birthdate", "signup_date", "gender", "region", "campa
 
 @pytest.fixture(scope="module")
 def lenient(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("lenient")
-    demographics, behavior = tables(500)
-    demographics["customer_id"] = demographics["customer_id"].copy()
-    demographics["customer_id"][1] = DUPLICATED
-    target = service_dir(root, "customer-scoring")
-    write_bundle(target / "data" / "demographics.npz", demographics)
-    definition = target / "service.yaml"
-    text = definition.read_text()
-    strict = ("on_missing_key: fail", "on_not_found: fail", "on_several: fail")
-    assert all(text.count(policy) == 2 for policy in strict), "both lookups of the committed scoring are strict"
-    for policy, lenient_policy in zip(strict, ("on_missing_key: ignore", "on_not_found: ignore", "on_several: first")):
-        text = text.replace(policy, lenient_policy)
-    definition.write_text(text)
+    lenient_policies = {"on_missing_key: fail": "on_missing_key: ignore", "on_not_found: fail": "on_not_found: ignore",
+                        "on_several: fail": "on_several: first"}
+    target, demographics = duplicated_service(tmp_path_factory.mktemp("lenient"), "customer-scoring", DUPLICATED,
+                                              lenient_policies)
+    assert (target / "service.yaml").read_text().count("on_several: first") == 2, "both lookups made lenient"
+    _, behavior = tables(500)
     rows = [{column: values[n] for column, values in demographics.items()} for n in (0, 1)]
     return {"scoring": InProcessService(target), "rows": rows, "behavior": behavior}
 
