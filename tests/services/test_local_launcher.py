@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -63,9 +64,19 @@ def test_make_run_launcher_prints_a_working_curl_and_stops_on_ctrl_c():
                 headers={"content-type": "application/json"},
             ).text
         assert '"prediction"' in answer and '"probas"' in answer, answer
+        # Keep reading what the launcher and its services print while they stop: a pipe nobody
+        # reads fills up (64 KiB) and blocks the writer, which then never exits.
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.extend(iter(launcher.stdout.readline, "")), daemon=True)
+        reader.start()
         os.killpg(launcher.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-        code = launcher.wait(timeout=40)
-        rest = launcher.stdout.read()
+        try:
+            code = launcher.wait(timeout=60)  # the launcher gives each service up to 25 s
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the launcher did not stop within 60 s of Ctrl-C; it printed:\n"
+                                 + "".join(chunks)[-4000:]) from None
+        reader.join(10)
+        rest = "".join(chunks)
         assert code == 0, rest
         # Ctrl-C used to print two "Exception in 'lifespan' protocol ... CancelledError" tracebacks.
         assert "Traceback" not in rest and "CancelledError" not in rest, rest

@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SERVICES / "apinode"), env.get("PYTHONPATH")]))
     key = env["APINODE_API_KEYS"].split(",")[0].strip()
     processes: list[subprocess.Popen] = []
+    # Ctrl-C stops both even when the parent started us with SIGINT ignored (a shell's background
+    # job, some CI runners): an ignored signal is inherited, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)  # the terminal closed: the services must not outlive us
     try:
