@@ -151,15 +151,15 @@ def test_a_key_left_out_takes_its_documented_default(stack: str, key: str, holds
 
 
 def _fix_of(message: str) -> tuple[str, Any] | None:
-    """The key and value of the message's ``Fix: pulumi config set --path 'KEY' VALUE``, as the
+    """The key and value of the message's ``Fix: pulumi config set [--path] KEY VALUE``, as the
     stack file would then hold it; None when the fix is not one concrete value."""
     import json
     import shlex
 
-    if "Fix: pulumi config set --path " not in message:
+    if "Fix: pulumi config set " not in message or "--secret" in message:
         return None
-    words = shlex.split(message.split("Fix: ", 1)[1])
-    key, value = words[4], words[5]
+    words = [word for word in shlex.split(message.split("Fix: ", 1)[1]) if word != "--path"]
+    key, value = words[3], words[4]
     if "..." in value or value.startswith("<"):
         return None
     return key, json.loads(value) if value[:1] in "[{" else value
@@ -178,8 +178,9 @@ def test_the_fix_a_message_gives_is_accepted_for_its_key(stack: str, edit: Calla
     a value the key accepts, not a placeholder that fails the same way."""
     message = _error(stack, edit, tmp_path)
     fix = _fix_of(message)
-    if fix is None:
-        return  # a `config rm`, a secret, or an example with placeholders: nothing to apply
+    if fix is None:  # nothing to apply; the message must still say what to run
+        assert any(kind in message for kind in ("pulumi config rm", "--secret", "...", "<")), message
+        return
     key, value = fix
     try:
         _parse(stack, _all(edit, _set(key, value)), tmp_path)
@@ -226,7 +227,7 @@ def _landed(settings, path: list[str]):
         if n and parts[n - 1] == "services":
             target = next(service for service in target if service.id == part)
         else:
-            target = getattr(target, part if "_" in part or part.islower() else _snake(part))
+            target = getattr(target, _snake(part))
     return target
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from apinode_fixtures import service_dir
 from tests.apinode_proc import API_KEY, REPO, ApiNodeProcess, server_env
+from tests.services.inprocess import InProcessService
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +67,14 @@ def real_remote_scoring(real_features):
     )
     with ApiNodeProcess(REPO / "services" / "customer-scoring", env).start() as server:
         yield server
+
+
+# The same services in this process (no socket), once per test module.
+@pytest.fixture(scope="module")
+def features(fixture_services) -> InProcessService:
+    return InProcessService(fixture_services["customer-features"])
+
+
+@pytest.fixture(scope="module")
+def scoring(fixture_services) -> InProcessService:
+    return InProcessService(fixture_services["customer-scoring"])

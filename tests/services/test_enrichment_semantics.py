@@ -27,14 +27,6 @@ MODEL_INPUTS = (*NUMERIC, *CATEGORICAL)
 UNKNOWN = ("C0999999", "C0999998")
 
 
-@pytest.fixture(scope="module")
-def features(fixture_services) -> InProcessService:
-    return InProcessService(fixture_services["customer-features"])
-
-
-@pytest.fixture(scope="module")
-def scoring(fixture_services) -> InProcessService:
-    return InProcessService(fixture_services["customer-scoring"])
 
 
 def ok(response: httpx.Response) -> dict:

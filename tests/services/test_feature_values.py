@@ -8,8 +8,6 @@ of apinode/features.py had no test with a known answer.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from apinode.definition import ColumnSpec
@@ -43,6 +41,7 @@ LENIENT_ACCEPTS = [
     ("number-as-text", "amount", "2.5", 2.5),
     ("exponent-as-text", "amount", "-2e3", -2000.0),
     ("leading-dot", "amount", ".5", 0.5),
+    ("large-exponent", "amount", "1e300", 1e300),
     ("int64-max-as-text", "amount", "9223372036854775807", 9223372036854775807),
     ("int64-min-as-text", "count", "-9223372036854775808", -9223372036854775808),
     ("true", "flag", True, True),
@@ -131,4 +130,3 @@ def test_the_reason_says_what_the_type_expects():
     with pytest.raises(InvalidFeatures) as caught:
         LENIENT({"colour": "green"}, "features")
     assert "is not one of ['blue', 'red']" in caught.value.message
-    assert math.isfinite(LENIENT({"amount": "1e300"}, "features")["amount"])

@@ -8,20 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.services.inprocess import InProcessService
 
 DEMOGRAPHICS = ("customer_id", "birthdate", "gender", "region", "campaign_status", "signup_date", "channel",
                 "household_size", "income_band")
 
 
-@pytest.fixture(scope="module")
-def features(fixture_services) -> InProcessService:
-    return InProcessService(fixture_services["customer-features"])
-
-
-@pytest.fixture(scope="module")
-def scoring(fixture_services) -> InProcessService:
-    return InProcessService(fixture_services["customer-scoring"])
 
 
 def assert_error(response, status: int, error_type: str, fragment: str = "") -> dict:

@@ -46,32 +46,23 @@ class Generation:
     reference: dict[str, Any] = field(default_factory=dict)  # percentiles, explanations' background
 
 
-def _metadata(reader: _Reader, root: Path, where: str) -> dict[str, Any]:
-    file = reader.get("metadata", str, None)
+def _json_file(reader: _Reader, root: Path, where: str, key: str, what: str) -> dict[str, Any]:
+    """The JSON file the definition names under ``key`` (relative to the service folder), or {}."""
+    file = reader.get(key, str, None)
     if not file:
         return {}
     try:
         return json.loads((root / file).read_text())
     except (OSError, ValueError) as error:
-        reader.fail(f"{where}.metadata", f"cannot read model metadata: {error}")
-
-
-def _reference(reader: _Reader, root: Path, where: str) -> dict[str, Any]:
-    file = reader.get("reference", str, None)
-    if not file:
-        return {}
-    try:
-        return json.loads((root / file).read_text())
-    except (OSError, ValueError) as error:
-        reader.fail(f"{where}.reference", f"cannot read the model reference: {error}")
+        reader.fail(f"{where}.{key}", f"cannot read {what}: {error}")
 
 
 def _generation(generation_id: str, reader: _Reader, root: Path, where: str) -> Generation:
     return Generation(
         generation_id,
         _model(reader, root, where),
-        _metadata(reader, root, where),
-        _reference(reader, root, where),
+        _json_file(reader, root, where, "metadata", "model metadata"),
+        _json_file(reader, root, where, "reference", "the model reference"),
     )
 
 
