@@ -124,7 +124,11 @@ class Server(ProcessTree):
         started = time.perf_counter()
         self.process = subprocess.Popen(pinned(SERVER_CORE, spec.command), env=env, cwd=spec.cwd,
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.ready_seconds = self._wait_ready(started)
+        try:
+            self.ready_seconds = self._wait_ready(started)
+        except BaseException:  # not ready, or the wait itself failed: leave no server behind
+            self.stop()
+            raise
 
     @property
     def port(self) -> int:
@@ -154,7 +158,6 @@ class Server(ProcessTree):
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.01)
-        self.stop()
         raise RuntimeError(f"{self.spec.name} not ready after {self.spec.ready_timeout:.0f}s; see {self.log_path}")
 
 

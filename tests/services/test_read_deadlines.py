@@ -74,3 +74,28 @@ def test_a_finished_requests_deadline_does_not_cut_the_next_request(fixture_serv
         sock.sendall(request[20:])
         answer = _answer(sock)
     assert answer.startswith(b"HTTP/1.1 200 ") and b"C0000003" in answer, answer
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(fixture_services):
+    """The keep-alive timeout is one of the sweep's deadlines (uvicorn's timer per answer is not
+    armed): an idle connection is closed silently once it has been idle that long, not before,
+    and each request starts its idle time again."""
+    keep_alive = 2.0
+    env = server_env(
+        APINODE_HEADER_TIMEOUT_SECONDS=str(TIMEOUT), APINODE_BODY_TIMEOUT_SECONDS=str(TIMEOUT),
+        APINODE_KEEP_ALIVE_SECONDS=str(keep_alive),
+    )
+    with ApiNodeProcess(fixture_services["customer-features"], env).start() as server, socket.create_connection(
+        ("127.0.0.1", server.port), timeout=10
+    ) as sock:
+        for customer in ("C0000001", "C0000002", "C0000003"):
+            sock.sendall(_request(customer))
+            assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+            time.sleep(keep_alive * 0.6)  # idle, but less than the timeout: still open
+        sock.sendall(_request("C0000004"))
+        assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        left = sock.recv(65536)  # nothing more is sent: the server closes the idle connection
+        waited = time.monotonic() - started
+    assert left == b"", f"an idle keep-alive connection got {left!r} instead of a silent close"
+    assert keep_alive - 0.2 <= waited < keep_alive + 2, f"closed after {waited:.1f}s idle (timeout {keep_alive:g}s)"

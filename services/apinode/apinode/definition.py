@@ -156,6 +156,7 @@ class Limits:
     request_timeout_seconds: float = 5.0
     body_timeout_seconds: float = 10.0
     header_timeout_seconds: float = 5.0
+    keep_alive_seconds: float = 30.0  # an idle keep-alive connection is closed after this
     max_connections: int = 1000
     max_connections_per_client: int = 256
     max_request_line_bytes: int = 8192

@@ -47,6 +47,7 @@ _LIMITS_ENV = {
     "APINODE_REQUEST_TIMEOUT_SECONDS": ("request_timeout_seconds", float),
     "APINODE_BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", float),
     "APINODE_HEADER_TIMEOUT_SECONDS": ("header_timeout_seconds", float),
+    "APINODE_KEEP_ALIVE_SECONDS": ("keep_alive_seconds", float),
     "APINODE_MAX_CONNECTIONS": ("max_connections", int),
     "APINODE_MAX_CONNECTIONS_PER_CLIENT": ("max_connections_per_client", int),
     "APINODE_MAX_REQUEST_LINE_BYTES": ("max_request_line_bytes", int),

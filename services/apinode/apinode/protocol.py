@@ -103,6 +103,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     max_line, max_headers = limits.max_request_line_bytes, limits.max_header_count
     max_header_bytes = limits.max_header_bytes
     head_budget = limits.max_request_line_bytes + limits.max_header_bytes
+    keep_alive = limits.keep_alive_seconds
     # Idle connections are evicted once this many are open, so a newcomer always finds room.
     evict_at = max(1, max_connections - max(1, max_connections // 10))
     refuse = _refusal(max_connections)
@@ -163,7 +164,9 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     # one sweep every `period` closes the late connections, so a late request is cut at most
     # `period` after its deadline. A timer per request (call_later then cancel, twice; a libuv
     # timer each under uvloop) cost 1.5-5 % of a lookup's CPU (bench/optimizations.md). The
-    # sweep runs only while some connection is reading a request.
+    # keep-alive timeout between requests is one of these deadlines too (uvicorn arms a timer
+    # per answer and cancels it when the next request arrives). The sweep runs only while some
+    # connection is open.
     period = min(max(min(head_timeout, body_timeout) / 8, 0.05), 1.0)
     armed: dict[HttpToolsProtocol, None] = {}
     sweeping: list = [None]  # the event loop the sweep is scheduled on, None when not scheduled
@@ -207,6 +210,15 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def data_received(self, data: bytes) -> None:
             idle.pop(self, None)
+            if not self._in_head:  # body bytes
+                self._feed(data)
+                return
+            if self._head_bytes + len(data) <= head_budget:  # the usual case: all within the budget
+                self._head_bytes += len(data)
+                if self._line_open and b"\n" in data:
+                    self._line_open = False
+                self._feed(data)
+                return
             while data:
                 if not self._in_head:
                     self._feed(data)
@@ -226,7 +238,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def _feed(self, data: bytes) -> bool:
             """Parse ``data``; False when the connection was answered and closed."""
-            self._unset_keepalive_if_required()
+            # No keep-alive timer to cancel first (uvicorn's data_received does): see on_response_complete.
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -242,7 +254,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             return not self.transport.is_closing()
 
         def _refuse(self, answer: bytes) -> None:
-            self._disarm()
+            armed.pop(self, None)
             if not self.transport.is_closing():
                 self.transport.write(answer)
                 self.transport.close()
@@ -250,14 +262,34 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         def send_400_response(self, msg: str) -> None:
             self._refuse(parse_answer)
 
+        # The parser callbacks below are uvicorn's (0.54, pinned) with ours folded in rather than
+        # calling them through super(): a Python call less per callback, on every request.
+
         def on_message_begin(self) -> None:
-            super().on_message_begin()
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
+            self.scope = {  # type: ignore[typeddict-item]
+                "type": "http",
+                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": "1.1",
+                "server": self.server,
+                "client": self.client,
+                "scheme": self.scheme,
+                "root_path": self.root_path,
+                "headers": self.headers,
+                "state": self.app_state.copy(),
+            }
             self._header_count = self._header_bytes = self._singles = 0
-            self._arm(head_timeout, head_answer)
+            self._late_answer = head_answer
+            self._deadline = self.loop.time() + head_timeout
+            armed[self] = None
+            if sweeping[0] is not self.loop:
+                self._sweep()
 
         def on_url(self, url: bytes) -> None:
-            super().on_url(url)
-            if len(self.url) > max_line:
+            url = self.url = self.url + url
+            if len(url) > max_line:
                 raise _Refused(line_answer)
 
         def on_header(self, name: bytes, value: bytes) -> None:
@@ -267,7 +299,6 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 raise _Refused(count_answer)
             if size > max_header_bytes:
                 raise _Refused(size_answer)
-            # uvicorn's on_header, inlined (one Python call per header less).
             name = name.lower()
             bit = _SINGLE_BITS.get(name)
             if bit is not None:  # checked as it arrives: no second pass over the headers
@@ -288,26 +319,41 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                     self.app = app
             else:
                 super().on_headers_complete()
-            self._arm(body_timeout, body_answer)
+            self._late_answer = body_answer
+            self._deadline = self.loop.time() + body_timeout
+            armed[self] = None
 
         def on_message_complete(self) -> None:
-            self._disarm()
+            armed.pop(self, None)
             self._in_head, self._line_open, self._head_bytes = True, True, 0
-            super().on_message_complete()
+            cycle = self.cycle
+            if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+                return
+            cycle.more_body = False
+            cycle.message_event.set()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
-            # Between requests with nothing of the next one received: evictable.
-            if (
-                self._in_head
-                and self._head_bytes == 0
-                and not self.pipeline
-                and not self.transport.is_closing()
-            ):
+            self.server_state.total_requests += 1
+            transport = self.transport
+            if transport.is_closing():
+                return
+            self.flow.resume_reading()
+            if self.pipeline:  # pipelined requests wait for the answer before them
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+                return
+            if self._in_head and self._head_bytes == 0:
+                # Between requests with nothing of the next one received: evictable, and closed
+                # silently once idle for the keep-alive timeout (uvicorn's timer, as a deadline).
                 idle[self] = None
+                self._late_answer = None
+                self._deadline = self.loop.time() + keep_alive
+                armed[self] = None
+                if sweeping[0] is not self.loop:
+                    self._sweep()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            armed.pop(self, None)
             idle.pop(self, None)
             if self._counted:
                 self._counted = False
@@ -323,11 +369,11 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             self._deadline = self.loop.time() + seconds
             armed[self] = None
             if sweeping[0] is not self.loop:
-                sweeping[0] = self.loop
-                self.loop.call_later(period, sweep, self.loop)
+                self._sweep()
 
-        def _disarm(self) -> None:
-            armed.pop(self, None)
+        def _sweep(self) -> None:
+            sweeping[0] = self.loop
+            self.loop.call_later(period, sweep, self.loop)
 
         def _timed_out(self) -> None:
             armed.pop(self, None)

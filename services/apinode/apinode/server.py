@@ -59,7 +59,7 @@ def serve(settings: Settings, host: str, port: int, log_level: str = "info") -> 
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=settings.grace_seconds,
-        timeout_keep_alive=30,
+        timeout_keep_alive=limits.keep_alive_seconds,  # kept by the protocol's sweep
         backlog=2048,
     )
     server = DrainingServer(config, app, settings.drain_delay_seconds)
