@@ -99,3 +99,30 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(fi
         waited = time.monotonic() - started
     assert left == b"", f"an idle keep-alive connection got {left!r} instead of a silent close"
     assert keep_alive - 0.2 <= waited < keep_alive + 2, f"closed after {waited:.1f}s idle (timeout {keep_alive:g}s)"
+
+
+# The parser callbacks uvicorn 0.54 defines, as apinode/protocol.py folds them in (it no longer
+# calls them through super()): a uvicorn that changes one of them must be read again before use.
+_FOLDED = {
+    "on_message_begin": "96d377fd",
+    "on_url": "37be44e9",
+    "on_message_complete": "1fbad42d",
+    "on_response_complete": "64e254f2",
+}
+
+
+def test_the_uvicorn_callbacks_folded_into_the_protocol_are_the_ones_it_was_written_against():
+    import hashlib
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    changed = {
+        name: digest
+        for name, digest in _FOLDED.items()
+        if hashlib.sha256(inspect.getsource(getattr(HttpToolsProtocol, name)).encode()).hexdigest()[:8] != digest
+    }
+    assert not changed, (
+        f"uvicorn's {', '.join(changed)} changed since apinode/protocol.py folded them in: read the new "
+        "code, carry the change over, then update the digests here"
+    )
