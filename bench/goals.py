@@ -15,7 +15,9 @@ import math
 BASELINE = {"date": "2026-11-25", "rows": (
     ("lookup ÷ bare reference", ("lookup", "ours"), ("lookup", "bare"), 0.72),
     ("score (bundled) ÷ bare reference", ("score", "ours-bundled"), ("score", "bare"), 0.71),
-    ("score (2 hops) ÷ score (bundled)", ("score", "ours-2hop"), ("score", "ours-bundled"), 0.34),
+    # Measured then with both services on one core: judged against the row kept in that layout.
+    ("score (2 hops, both on one core) ÷ score (bundled)", ("score", "ours-2hop-one-core"),
+     ("score", "ours-bundled"), 0.34),
     ("predict-multi ÷ MLflow serve", ("multi", "ours"), ("multi", "mlflow"), 6.94),
 )}
 # Shared-machine noise between runs: "no slower" allows this much.

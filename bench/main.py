@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import peers, profile
 from bench import workloads as w
-from bench.cores import LOAD_CORE, NICE, SERVER_CORE, pinned
+from bench.cores import LOAD_CORE, NICE, SERVER_CORE, UPSTREAM_CORE, pinned
 from bench.facts import histogram_shares, machine, request_count, revisions, server_histogram
 from bench.load import Target, run_wrk
 from bench.procs import Server, Servers, free_ports
@@ -164,16 +164,21 @@ class Bench:
             self._server_facts(features, "load")
             if with_profiles:
                 self._profile("lookup", w.lookup_ours(), features)
-            with Servers([w.scoring(layout, remote=True)], self.logs) as (remote,):
-                asked, scored = request_count(w.lookup_ours().base), request_count(w.score_ours().base)
-                self.sweep("score", "ours-2hop", w.score_ours(), [features, remote])
-                # One round trip per score: customer-features' requests per scoring request.
-                calls = request_count(w.lookup_ours().base) - asked
-                self.results["calls_per_score"] = round(calls / max(1.0, request_count(w.score_ours().base) - scored), 3)
-                self.results["servers"]["scoring-remote"] = {"ready_s": round(remote.ready_seconds, 3),
-                                                             "rss_mib_load": round(remote.rss_mib(), 1)}
-                if with_profiles:
-                    self._profile("score-2hop", w.score_ours(), remote)
+            # Both services on one core, as this row was measured before the layout below (c=8 only).
+            with Servers([w.scoring(layout, remote=True, name="scoring-remote-one-core")], self.logs) as (remote,):
+                self.sweep("score", "ours-2hop-one-core", w.score_ours(), [features, remote], concurrencies=(8,))
+        # Two hops as deployed: two pods, here two cores (customer-features beside the load generator).
+        upstream = w.features(layout).on(UPSTREAM_CORE, "features-upstream")
+        with Servers([upstream, w.scoring(layout, remote=True)], self.logs) as (features, remote):
+            asked, scored = request_count(w.lookup_ours().base), request_count(w.score_ours().base)
+            self.sweep("score", "ours-2hop", w.score_ours(), [features, remote])
+            # One round trip per score: customer-features' requests per scoring request.
+            calls = request_count(w.lookup_ours().base) - asked
+            self.results["calls_per_score"] = round(calls / max(1.0, request_count(w.score_ours().base) - scored), 3)
+            self.results["servers"]["scoring-remote"] = {"ready_s": round(remote.ready_seconds, 3),
+                                                         "rss_mib_load": round(remote.rss_mib(), 1)}
+            if with_profiles:
+                self._profile("score-2hop", w.score_ours(), remote)
 
         print("ours: customer-scoring with bundled enrichment", flush=True)
         with Servers([w.scoring(layout, remote=False)], self.logs) as (scoring,):
@@ -217,6 +222,8 @@ class Bench:
                 self._server_facts(feast, "start")
                 self.sweep("lookup", "feast", w.lookup_feast(), [feast])
                 self._server_facts(feast, "load")
+            # The chain's two servers on two cores, as ours (run_ours): Feast beside the client.
+            with Servers([w.feast(layout, feast_repo).on(UPSTREAM_CORE, "feast-upstream")], self.logs) as (feast,):
                 self.sweep_chain([feast, mlflow])
             self.run_feast_redis(mlflow)
 
@@ -236,6 +243,8 @@ class Bench:
                 self._server_facts(feast, "start")
                 self.sweep("lookup", "feast-redis", w.lookup_feast(), [redis, feast])
                 self._server_facts(feast, "load")
+            upstream = w.feast(layout, repo).on(UPSTREAM_CORE, "feast-redis-upstream")
+            with Servers([upstream], self.logs) as (feast,):
                 self.sweep_chain([redis, feast, mlflow], "feast-redis+mlflow")
             self.results["servers"]["redis"] = {"ready_s": round(redis.ready_seconds, 3),
                                                 "rss_mib_load": round(redis.rss_mib(), 1)}

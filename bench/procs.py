@@ -48,6 +48,11 @@ class ServerSpec:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     cwd: Path | None = None
     ready_timeout: float = 120.0
+    core: str = SERVER_CORE  # bench/cores.py
+
+    def on(self, core: str, name: str | None = None) -> "ServerSpec":
+        """The same server pinned to another core (under another name, to keep its figures apart)."""
+        return dataclasses.replace(self, core=core, name=name or self.name)
 
 
 class ProcessTree:
@@ -122,7 +127,7 @@ class Server(ProcessTree):
         self._log = self.log_path.open("wb")
         env = {**os.environ, **spec.env}
         started = time.perf_counter()
-        self.process = subprocess.Popen(pinned(SERVER_CORE, spec.command), env=env, cwd=spec.cwd,
+        self.process = subprocess.Popen(pinned(spec.core, spec.command), env=env, cwd=spec.cwd,
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self.ready_seconds = self._wait_ready(started)

@@ -23,7 +23,9 @@ TITLES = {
 }
 PEER_NAMES = {"feast": "Feast serve (sqlite)", "feast+mlflow": "Feast → MLflow chain", "mlflow": "MLflow serve",
               "bare": "bare reference", "ours": "ours", "ours-bundled": "ours, bundled enrichment",
-              "ours-2hop": "ours, via customer-features (2 hops)", "feast-redis": "Feast serve (Redis)",
+              "ours-2hop": "ours, via customer-features (2 hops, a core each)",
+              "ours-2hop-one-core": "ours, via customer-features (2 hops, both on core 1)",
+              "feast-redis": "Feast serve (Redis)",
               "feast-redis+mlflow": "Feast (Redis) → MLflow chain",
               "ours-querylog": "ours, query records to a file",
               "ours-bundled-querylog": "ours, bundled, query records to a file",
@@ -183,8 +185,11 @@ def write(results: dict, path: Path, png: Path, readme: Path | None = None) -> N
         f"{' with uncommitted edits' if results.get('runtime_edited') else ''}",
         f"- machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB, "
         f"Linux {machine.get('kernel')}, Python {machine.get('python')}, {machine.get('wrk')}",
-        "- servers pinned to core 1 (`taskset -c 1`; for two-server setups both share it), load generator and harness "
-        f"on core 0, servers and load at nice {results.get('nice', '0')} (every system alike); all traffic to 127.0.0.1. wrk with one thread for HTTP workloads (random customer ids out of "
+        "- servers pinned to core 1 (`taskset -c 1`), load generator and harness on core 0. A system of two servers "
+        "(scoring calling customer-features, or the chain client calling Feast then MLflow) runs as two pods on two "
+        "nodes would: the server the load calls on core 1, the other on core 0 beside the load (`bench/cores.py`); "
+        "the row *both on core 1* keeps the earlier layout for comparison (Redis stays on core 1);"
+        f" servers and load at nice {results.get('nice', '0')} (every system alike); all traffic to 127.0.0.1. wrk with one thread for HTTP workloads (random customer ids out of "
         "100k); the Feast→MLflow chain is driven by a small asyncio client (`bench/chain.py`) that calls Feast, "
         "turns birthdate/signup_date into age/tenure, then calls MLflow.",
         "- *req per server CPU-s* = requests served / CPU seconds used by the server processes during the run "

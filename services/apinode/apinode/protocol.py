@@ -95,6 +95,49 @@ def _refusal(max_connections: int):
     return refuse
 
 
+class _OneWrite:
+    """The transport as a request's answer sees it: the head is held until the body is written,
+    so a small answer leaves in one ``send()`` (one TCP segment) instead of two.
+
+    uvicorn writes the head on ``http.response.start`` and the body on ``http.response.body``:
+    two system calls per answer, and two segments for the caller to read. The head is let go at
+    the next write (the body, joined to it), at close, or when the answer completes (a HEAD
+    answer has no body). ``100 Continue`` is never held.
+    """
+
+    __slots__ = ("transport", "held")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held + data)
+        elif data[:9] == b"HTTP/1.1 " and data[9:12] != b"100" and data[-4:] == b"\r\n\r\n":
+            self.held = data
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str):
+        return getattr(self.transport, name)
+
+
 def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     """The protocol class for uvicorn's ``http=`` setting, enforcing these limits."""
     head_timeout, body_timeout = limits.header_timeout_seconds, limits.body_timeout_seconds
@@ -184,6 +227,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         """Bounded, unambiguous request heads, read deadlines and fair connection limits."""
 
         _deadline = 0.0
+        _one: _OneWrite | None = None
         _late_answer: bytes | None = None
         _peer: str | None = None
         _counted = False
@@ -196,6 +240,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._one = _OneWrite(transport)
             self._arm(head_timeout, None)
             self._peer = peer = self.client[0] if self.client else None
             by_client[peer] = by_client.get(peer, 0) + 1
@@ -319,6 +364,8 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                     self.app = app
             else:
                 super().on_headers_complete()
+            if self.cycle is not None:
+                self.cycle.transport = self._one  # the task that answers has not started yet
             self._late_answer = body_answer
             self._deadline = self.loop.time() + body_timeout
             armed[self] = None
@@ -333,6 +380,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             cycle.message_event.set()
 
         def on_response_complete(self) -> None:
+            self._one.flush()
             self.server_state.total_requests += 1
             transport = self.transport
             if transport.is_closing():
@@ -353,6 +401,8 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                     self._sweep()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if self._one is not None:
+                self._one.held = None
             armed.pop(self, None)
             idle.pop(self, None)
             if self._counted:
