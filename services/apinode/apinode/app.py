@@ -137,12 +137,21 @@ class ApiNodeApp:
                 query.trace = tracing.from_header(None)
             tracing.current.set(query.trace)
             query.key_id = self._keys.check(authorization)
-            if content_type is not None and not _json_content_type(content_type):
+            if content_type is not None and content_type != b"application/json" and not _json_content_type(
+                content_type
+            ):
                 raise UnsupportedMediaType(
                     f"unsupported content type {content_type.decode('latin-1')!r}",
                     "send the body as JSON (Content-Type: application/json)",
                 )
-            body = await self._body(receive, length)
+            limit = self._limits.max_body_bytes
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise PayloadTooLarge(f"body of {int(length)} bytes is over the limit of {limit}")
+            # A body read at once (the usual case) needs no loop: see _body for the others.
+            message = await receive()
+            body = message.get("body", b"")
+            if message.get("more_body") or message["type"] != "http.request" or len(body) > limit:
+                body = await self._body(receive, message)
             timing = Timing(started_ns, time.perf_counter_ns())
             try:
                 parsed = orjson.loads(body)
@@ -191,15 +200,13 @@ class ApiNodeApp:
         if self.query_log.sampled(query.spec, query.trace):
             self.query_log.submit(query, status, error_type, seconds)
 
-    async def _body(self, receive, length: bytes | None) -> bytes:
+    async def _body(self, receive, message: dict) -> bytes:
+        """The whole body from its first message on (its Content-Length, if any, was checked)."""
         limit = self._limits.max_body_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"body of {int(length)} bytes is over the limit of {limit}")
         # A body that never completes is cut by the protocol's read deadline (protocol.py):
         # the connection closes and receive() answers http.disconnect.
         chunks, size = [], 0
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
@@ -209,6 +216,7 @@ class ApiNodeApp:
             chunks.append(chunk)
             if not message.get("more_body"):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            message = await receive()
 
     async def _other(self, scope, send) -> None:
         started = time.perf_counter()

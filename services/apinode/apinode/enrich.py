@@ -29,10 +29,14 @@ class _Lookup:
         self._bound: tuple = ()
 
     def _wanted(self, features: dict) -> bool:
-        get = features.get
-        return any(get(f) is None for f in self._direct) or any(
-            get(output) is None and get(source) is None for output, source in self._derived
-        )
+        get = features.get  # loops, not any() over generators: this runs per lookup per record
+        for feature in self._direct:
+            if get(feature) is None:
+                return True
+        for output, source in self._derived:
+            if get(output) is None and get(source) is None:
+                return True
+        return False
 
     def key_of(self, features: dict) -> dict | None:
         """The lookup key for this row, or None when nothing it would fill is missing."""
@@ -240,6 +244,11 @@ class Enricher:
             if row.get(output) is None and row.get(source) is not None:
                 row[output] = transform(row[source], as_of)
         if self._allow_missing:
+            return None
+        for name in self._inputs:  # a loop, no list, for the usual complete row
+            if row.get(name) is None:
+                break
+        else:
             return None
         missing = [name for name in self._inputs if row.get(name) is None]
         if missing:
