@@ -211,9 +211,9 @@ class Enricher:
                 shared = (id(lookup.remote), lookup.spec.remote_endpoint, lookup.spec.key)
                 groups.setdefault(shared if lookup.remote is not None else n, []).append(n)
         calls = [self._fetch_group(plans, members) for members in groups.values()]
-        if self._concurrent:
+        if self._concurrent and len(calls) > 1:
             answers = await asyncio.gather(*calls)
-        else:
+        else:  # one call (the profile lookup) needs no task of its own: awaited here
             answers = [await call for call in calls]
         for members, answer in zip(groups.values(), answers):
             for n, rows in zip(members, answer):
