@@ -130,3 +130,33 @@ def test_the_reason_says_what_the_type_expects():
     with pytest.raises(InvalidFeatures) as caught:
         LENIENT({"colour": "green"}, "features")
     assert "is not one of ['blue', 'red']" in caught.value.message
+
+
+# Values of each JSON type, edge values included, for the passthrough check below.
+SAMPLES = [0, -7, 2**62, -(2**63), 2**63 - 1, 0.5, -1e300, 4.0, "", "x", "1971-11-29", "3", True, False]
+
+
+@pytest.mark.parametrize("lenient", [True, False], ids=["lenient", "strict"])
+def test_values_that_skip_the_checker_are_exactly_what_the_checker_would_answer(lenient):
+    """The validators skip the checker call for types it returns unchanged (features.passthrough).
+    Every declared column of both services and of SPECS: for each sample of such a type, the
+    checker itself must answer the very value. A check added to a checker (a range, a pattern)
+    that passthrough does not know about fails here instead of being skipped in production."""
+    from apinode.features import _checker, passthrough
+    from apinode.loader import load_definition
+    from tests.apinode_proc import REPO
+
+    specs = list(SPECS)
+    for service in ("customer-features", "customer-scoring"):
+        definition = load_definition(REPO / "services" / service, {})
+        specs += [column for table in definition.tables.values() for column in table.columns]
+        specs += [column for endpoint in definition.predictions.values() for column in endpoint.features]
+    skipped = 0
+    for spec in specs:
+        kinds, check = passthrough(spec), _checker(spec, lenient)
+        for value in SAMPLES:
+            if type(value) in kinds:
+                skipped += 1
+                answered = check(value)
+                assert answered == value and type(answered) is type(value), (spec, value, answered)
+    assert skipped > 20, "no column took the shortcut: the test checks nothing"

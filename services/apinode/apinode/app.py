@@ -136,6 +136,7 @@ class ApiNodeApp:
             if query.trace is None:
                 query.trace = tracing.from_header(None)
             tracing.current.set(query.trace)
+            query.recording = self.query_log.sampled(query.spec, query.trace)
             query.key_id = self._keys.check(authorization)
             if content_type is not None and content_type != b"application/json" and not _json_content_type(
                 content_type
@@ -197,7 +198,8 @@ class ApiNodeApp:
     def _record(self, query: Query, status: int, error_type: str | None, seconds: float) -> None:
         if query.trace is None:  # refused before its headers were read (405, 503 while loading)
             query.trace = tracing.from_header(None)
-        if self.query_log.sampled(query.spec, query.trace):
+            query.recording = self.query_log.sampled(query.spec, query.trace)
+        if query.recording:
             self.query_log.submit(query, status, error_type, seconds)
 
     async def _body(self, receive, message: dict) -> bytes:

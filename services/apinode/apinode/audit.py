@@ -92,12 +92,13 @@ def check_destination(env: Mapping[str, str]) -> str:
 class Query:
     """What one request leaves for its records, filled by the app and the handler."""
 
-    __slots__ = ("kind", "endpoint", "spec", "wall", "trace", "key_id", "generation", "items", "body")
-
-    recording = True
+    __slots__ = ("kind", "endpoint", "spec", "wall", "trace", "key_id", "generation", "items", "body", "recording")
 
     def __init__(self, kind: str, endpoint: str, spec: QueryLogSpec, wall: float) -> None:
         self.kind, self.endpoint, self.spec, self.wall = kind, endpoint, spec, wall
+        # False once the app knows no record will be written (log off, or not sampled): handlers
+        # then skip the copies they keep for it.
+        self.recording = True
         self.trace = self.key_id = self.generation = self.body = None
         self.items: list[tuple] = []
 

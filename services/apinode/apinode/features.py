@@ -156,6 +156,20 @@ _EXPECTED_LENIENT = {
 }
 
 
+def passthrough(spec: ColumnSpec) -> tuple[type, ...]:
+    """The value types its checker returns unchanged whatever the value (no pattern, no range):
+    those skip the call. Exact types: a bool is not an int here, as in the checkers."""
+    if spec.type == "integer":
+        return (int,)
+    if spec.type == "number":
+        return (float, int)
+    if spec.type == "boolean":
+        return (bool,)
+    if spec.type == "string" and not spec.pattern and spec.enum is None:
+        return (str,)
+    return ()
+
+
 def _checker(spec: ColumnSpec, lenient: bool) -> Checker:
     if spec.type == "string":
         return _string(spec, lenient)
@@ -170,6 +184,7 @@ class FeatureValidator:
     def __init__(self, specs: Iterable[ColumnSpec], what: str = "feature", strict: bool = False) -> None:
         self._specs = {spec.name: spec for spec in specs}
         self._checkers = {name: _checker(spec, not strict) for name, spec in self._specs.items()}
+        self._passthrough = {name: passthrough(spec) for name, spec in self._specs.items()}
         self._expected = _EXPECTED if strict else _EXPECTED_LENIENT
         self._what = what
 
@@ -180,9 +195,12 @@ class FeatureValidator:
                 f"{where} must be a JSON object", f"{where} must be a JSON object, got {_json_type(values)}"
             )
         clean: dict[str, object] = {}
-        checkers = self._checkers
+        checkers, passthrough_types = self._checkers, self._passthrough
         for name, value in values.items():
             if value is None:
+                continue
+            if type(value) in passthrough_types.get(name, ()):  # the common case: no call
+                clean[name] = value
                 continue
             checker = checkers.get(name)
             if checker is None:

@@ -17,7 +17,7 @@ import orjson
 
 from .definition import RemoteSpec, ServiceDefinition, TableSpec
 from .errors import SourceUnavailable
-from .features import _checker
+from .features import _checker, passthrough
 from .httpclient import HttpError, HttpPool
 from .ratelog import RateLimitedWarning
 
@@ -34,16 +34,17 @@ class RowChecker:
     def __init__(self, table: TableSpec) -> None:
         self.table = table
         self.key = table.key
-        self._checks = tuple((c.name, c.type, _checker(c, False)) for c in table.columns)  # strict types
+        # Strict types; values of a type the checker returns unchanged skip the call (features.py).
+        self._checks = tuple((c.name, c.type, _checker(c, False), passthrough(c)) for c in table.columns)
 
     def row(self, data: dict) -> dict:
         """The table's columns of ``data``, checked (null allowed); other columns are dropped."""
         row = {}
-        for name, kind, check in self._checks:
+        for name, kind, check, unchanged in self._checks:
             if name not in data:
                 raise BadRows(f"a {self.table.name} row without the declared column {name!r}")
             value = data[name]
-            if value is not None:
+            if value is not None and type(value) not in unchanged:
                 try:
                     value = check(value)
                 except (TypeError, ValueError):
