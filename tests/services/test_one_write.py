@@ -56,25 +56,34 @@ async def answer(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-def exchange(*requests: bytes) -> tuple[list[bytes], bool]:
-    """Feed the requests on one connection; the writes the transport saw, and whether it closed."""
+def feed(*pieces: bytes) -> tuple[list[list[bytes]], bool]:
+    """Feed the pieces on one connection, letting the app run after each; the writes the
+    transport had seen after each piece, and whether it closed."""
 
-    async def run() -> tuple[list[bytes], bool]:
+    async def run() -> tuple[list[list[bytes]], bool]:
         protocol_class = guarded_protocol(Limits())
         config = Config(answer, http=protocol_class, lifespan="off", access_log=False, log_level="critical")
         config.load()
         protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
         transport = Recording()
         protocol.connection_made(transport)
-        for request in requests:
-            protocol.data_received(request)
+        seen = []
+        for piece in pieces:
+            protocol.data_received(piece)
             for _ in range(5):
                 await asyncio.sleep(0)
+            seen.append(list(transport.writes))
         closed = transport.closed
         protocol.connection_lost(None)
-        return transport.writes, closed
+        return seen, closed
 
     return asyncio.run(run())
+
+
+def exchange(*requests: bytes) -> tuple[list[bytes], bool]:
+    """Feed whole requests; every write the transport saw, and whether it closed."""
+    seen, closed = feed(*requests)
+    return seen[-1], closed
 
 
 def post(path: bytes = b"/lookup", extra: bytes = b"", body: bytes = b"{}") -> bytes:
@@ -110,23 +119,6 @@ def test_a_head_whose_body_never_comes_is_sent_before_the_connection_closes():
 
 def test_100_continue_is_not_held_until_the_answer():
     head = b"POST /lookup HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
-
-    async def run() -> list[list[bytes]]:
-        protocol_class = guarded_protocol(Limits())
-        config = Config(answer, http=protocol_class, lifespan="off", access_log=False, log_level="critical")
-        config.load()
-        protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
-        transport = Recording()
-        protocol.connection_made(transport)
-        protocol.data_received(head)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        before_body = list(transport.writes)
-        protocol.data_received(b"{}")
-        for _ in range(5):
-            await asyncio.sleep(0)
-        return [before_body, transport.writes]
-
-    before_body, writes = asyncio.run(run())
+    (before_body, writes), _ = feed(head, b"{}")
     assert before_body == [b"HTTP/1.1 100 Continue\r\n\r\n"], f"before the body the caller saw {before_body}"
     assert len(writes) == 2 and writes[1].startswith(b"HTTP/1.1 200 ") and writes[1].endswith(BODY), writes
