@@ -69,7 +69,8 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
     def cost_goal(text: str, workload: str, system: str, base_workload: str, base: str, at_most: float,
                   missing: str = "n/a") -> None:
         """Throughput lost per CPU-second against ``base`` at c=8, at most ``at_most`` (a share)."""
-        mine, plain = p(workload, system, 8), p(base_workload, base, 8)
+        # Against the same server without the feature, measured in turns with it, when the run has it.
+        mine, plain = p(workload, system, 8), p(workload, f"{system}-off", 8) or p(base_workload, base, 8)
         cpu = _ratio(mine, plain, PER_CPU)
         if math.isnan(cpu):
             rows.append((text, missing, None))

@@ -29,6 +29,8 @@ PEER_NAMES = {"feast": "Feast serve (sqlite)", "feast+mlflow": "Feast → MLflow
               "feast-redis+mlflow": "Feast (Redis) → MLflow chain",
               "ours-querylog": "ours, query records to a file",
               "ours-bundled-querylog": "ours, bundled, query records to a file",
+              "ours-querylog-off": "ours, query records off (measured in turns with the records-on row)",
+              "ours-bundled-querylog-off": "ours, bundled, query records off (measured in turns with the records-on row)",
               "ice": "ICE explanation (11 features × 100 background rows, each distinct value run once)",
               "shapley-25": "SHAPLEY explanation, 25 Monte-Carlo steps"}
 

@@ -148,3 +148,14 @@ def test_redis_store_starts_on_loopback_keeps_a_snapshot_and_stops_by_pid(tmp_pa
     assert redis.process.poll() is not None, f"redis-server {pid} still running"
     with RedisServer(port, tmp_path / "data", tmp_path / "logs") as again:  # the snapshot loads at start
         assert again.keys() == 1
+
+
+def test_a_feature_cost_is_judged_against_its_paired_off_row_when_the_run_has_one():
+    results = {
+        "workloads": {"lookup": {"ours": [_point(8, 12000)], "ours-querylog": [_point(8, 9700)],
+                                 "ours-querylog-off": [_point(8, 10000)]}},
+        "features": {"query_log": True},
+    }
+    measured = {goal: (text, holds) for goal, text, holds in report.goals(results)}
+    text, holds = measured["query records to a file cost ≤ 5% (lookup, c=8)"]
+    assert holds is True and text.startswith("3.0% fewer") and "against 10,000" in text, text
