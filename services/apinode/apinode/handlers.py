@@ -149,13 +149,7 @@ class LookupHandler:
         _optional_object(body, "context", "context")
         key = self._key(body.get("data"), "data")
         timing.lap("preProcessing")
-        sources, found = self._runtime.sources, []
-        for name in self.endpoint.tables:  # in memory: no await, no batch to build for one key
-            source = sources[name]
-            if not source.in_memory:
-                (found,) = await self._rows([key])
-                break
-            found.append(source.rows(key))
+        (found,) = await self._rows([key])
         timing.lap("enrich")
         result = self._result(key, found)
         query.add(body["data"], None, result, body.get("context"))

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .deadlines import Deadlines
 from .sources import release_memory
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -238,9 +239,9 @@ class HttpPool:
         self._timeout = timeout
         self._max_body = max_body
         self._late = f"no answer within {timeout:g}s"
-        self._waiting: dict[_Connection, float] = {}  # exchanges in flight, by deadline (loop time)
-        self._sweeping = None  # the event loop the sweep is scheduled on
-        self._period = min(max(timeout / 8, 0.01), 0.25)
+        # Exchanges in flight, cut at their deadline by one sweep (deadlines.py): a late answer is
+        # cut at most timeout / 8 late, with no timer per call.
+        self._deadlines = Deadlines(min(max(timeout / 8, 0.01), 0.25), self._cut)
 
     async def post(self, path: str, body: bytes, extra_headers: bytes = b"") -> tuple[int, bytes]:
         """(status, body) of ``POST <base path><path>``; ``extra_headers``: whole lines (a traceparent)."""
@@ -289,30 +290,17 @@ class HttpPool:
             raise HttpError("connection closed before the answer") from None
 
     async def _answer(self, connection: _Connection, request: bytes, loop, deadline: float) -> tuple[int, bytes]:
-        """One exchange, cut at ``deadline`` by the sweep (no timer of its own: see _sweep)."""
+        """One exchange, cut at ``deadline`` by the sweep (no timer of its own)."""
         if deadline <= loop.time():
             raise TimeoutError
-        self._waiting[connection] = deadline
-        if self._sweeping is not loop:
-            self._sweeping = loop
-            loop.call_later(self._period, self._sweep, loop)
+        self._deadlines.arm(connection, deadline, loop)
         try:
             return await connection.exchange(request)
         finally:
-            self._waiting.pop(connection, None)
+            self._deadlines.disarm(connection)
 
-    def _sweep(self, loop) -> None:
-        """Fail the exchanges past their deadline. A timer per call (asyncio.timeout: a timer armed
-        and cancelled each time) cost about 3 % of a two-hop score's CPU; this runs every
-        ``timeout / 8`` while calls are in flight, so a late answer is cut at most that late."""
-        now = loop.time()
-        for connection in [c for c, deadline in self._waiting.items() if deadline <= now]:
-            del self._waiting[connection]
-            connection._fail(_Late(self._late))
-        if self._waiting:
-            loop.call_later(self._period, self._sweep, loop)
-        else:
-            self._sweeping = None
+    def _cut(self, connection: _Connection) -> None:
+        connection._fail(_Late(self._late))
 
     def _keep(self, connection: _Connection, answer: tuple[int, bytes]) -> tuple[int, bytes]:
         if connection.reusable():

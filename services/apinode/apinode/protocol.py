@@ -28,6 +28,7 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .deadlines import Deadlines
 from .definition import Limits
 from .errors import ApiError, MalformedRequest, RequestTimeout, ServerBusy
 
@@ -203,30 +204,14 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 return True
         return False
 
-    # Deadlines without a timer per request: a request stamps its deadline (one loop.time()) and
-    # one sweep every `period` closes the late connections, so a late request is cut at most
-    # `period` after its deadline. A timer per request (call_later then cancel, twice; a libuv
-    # timer each under uvloop) cost 1.5-5 % of a lookup's CPU (bench/optimizations.md). The
-    # keep-alive timeout between requests is one of these deadlines too (uvicorn arms a timer
-    # per answer and cancels it when the next request arrives). The sweep runs only while some
-    # connection is open.
+    # Read deadlines and the keep-alive timeout, stamped and swept (deadlines.py) rather than a
+    # timer per request; uvicorn's own keep-alive timer per answer is never armed.
     period = min(max(min(head_timeout, body_timeout) / 8, 0.05), 1.0)
-    armed: dict[HttpToolsProtocol, None] = {}
-    sweeping: list = [None]  # the event loop the sweep is scheduled on, None when not scheduled
-
-    def sweep(loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        for connection in [c for c in armed if c._deadline <= now]:
-            connection._timed_out()
-        if armed:
-            loop.call_later(period, sweep, loop)
-        else:
-            sweeping[0] = None
+    deadlines = Deadlines(period, lambda connection: connection._timed_out())
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Bounded, unambiguous request heads, read deadlines and fair connection limits."""
 
-        _deadline = 0.0
         _one: _OneWrite | None = None
         _late_answer: bytes | None = None
         _peer: str | None = None
@@ -255,15 +240,6 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def data_received(self, data: bytes) -> None:
             idle.pop(self, None)
-            if not self._in_head:  # body bytes
-                self._feed(data)
-                return
-            if self._head_bytes + len(data) <= head_budget:  # the usual case: all within the budget
-                self._head_bytes += len(data)
-                if self._line_open and b"\n" in data:
-                    self._line_open = False
-                self._feed(data)
-                return
             while data:
                 if not self._in_head:
                     self._feed(data)
@@ -299,7 +275,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             return not self.transport.is_closing()
 
         def _refuse(self, answer: bytes) -> None:
-            armed.pop(self, None)
+            deadlines.disarm(self)
             if not self.transport.is_closing():
                 self.transport.write(answer)
                 self.transport.close()
@@ -326,11 +302,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 "state": self.app_state.copy(),
             }
             self._header_count = self._header_bytes = self._singles = 0
-            self._late_answer = head_answer
-            self._deadline = self.loop.time() + head_timeout
-            armed[self] = None
-            if sweeping[0] is not self.loop:
-                self._sweep()
+            self._arm(head_timeout, head_answer)
 
         def on_url(self, url: bytes) -> None:
             url = self.url = self.url + url
@@ -366,12 +338,10 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 super().on_headers_complete()
             if self.cycle is not None:
                 self.cycle.transport = self._one  # the task that answers has not started yet
-            self._late_answer = body_answer
-            self._deadline = self.loop.time() + body_timeout
-            armed[self] = None
+            self._arm(body_timeout, body_answer)
 
         def on_message_complete(self) -> None:
-            armed.pop(self, None)
+            deadlines.disarm(self)
             self._in_head, self._line_open, self._head_bytes = True, True, 0
             cycle = self.cycle
             if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
@@ -394,16 +364,12 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 # Between requests with nothing of the next one received: evictable, and closed
                 # silently once idle for the keep-alive timeout (uvicorn's timer, as a deadline).
                 idle[self] = None
-                self._late_answer = None
-                self._deadline = self.loop.time() + keep_alive
-                armed[self] = None
-                if sweeping[0] is not self.loop:
-                    self._sweep()
+                self._arm(keep_alive, None)
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._one is not None:
                 self._one.held = None
-            armed.pop(self, None)
+            deadlines.disarm(self)
             idle.pop(self, None)
             if self._counted:
                 self._counted = False
@@ -416,17 +382,9 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def _arm(self, seconds: float, answer: bytes | None) -> None:
             self._late_answer = answer
-            self._deadline = self.loop.time() + seconds
-            armed[self] = None
-            if sweeping[0] is not self.loop:
-                self._sweep()
+            deadlines.arm(self, self.loop.time() + seconds, self.loop)
 
-        def _sweep(self) -> None:
-            sweeping[0] = self.loop
-            self.loop.call_later(period, sweep, self.loop)
-
-        def _timed_out(self) -> None:
-            armed.pop(self, None)
+        def _timed_out(self) -> None:  # called by the sweep, which has disarmed it
             if self.transport.is_closing():
                 return
             cycle = self.cycle
