@@ -38,8 +38,14 @@ from infra.policies import (
     selector_labels,
 )
 from infra.settings import Consumer, ServiceSettings
+from infra.workload import KEEP_ALIVE_SECONDS
 
 WAYPOINT_CLASS = "istio-waypoint"
+# The waypoint (Envoy) keeps idle upstream connections for 1 hour unless told otherwise (Envoy's
+# FAQ, "How do I configure timeouts?": the default idle_timeout is 1 hour); the pods close theirs
+# after KEEP_ALIVE_SECONDS. A request the waypoint sends on a connection the pod is closing at that
+# moment fails (a 503 to the caller), so the waypoint must close idle connections first.
+WAYPOINT_IDLE_SECONDS = KEEP_ALIVE_SECONDS - 5
 METRICS_PATH = "/metrics"
 TRUST_DOMAIN = "cluster.local"
 
@@ -109,6 +115,10 @@ def mesh_resources(*, namespace: str, services: Sequence[ServiceSettings], consu
                                            "mtls": {"mode": "STRICT"},
                                            "portLevelMtls": {str(service.port): {"mode": "PERMISSIVE"}},
                                        }))
+        resources.append(_resource("DestinationRule", "networking.istio.io/v1", service.id, namespace, {
+            "host": f"{service.id}.{namespace}.svc.cluster.local",
+            "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": f"{WAYPOINT_IDLE_SECONDS}s"}}},
+        }))
         resources.append(authorization(f"{service.id}-via-waypoint", namespace, {
             "selector": {"matchLabels": selector_labels(service.id)},
             "rules": rules,

@@ -35,6 +35,9 @@ DATABASE_CA_KEY = "ca.crt"
 NODE_PORTS = {"customer-scoring": 30080, "customer-features": 30081}
 PRE_STOP_SECONDS = 5  # long enough for endpoints and load balancers to stop sending new requests
 DRAIN_SECONDS = 20  # after SIGTERM, how long in-flight requests may take (APINODE_GRACE_SECONDS)
+# How long the runtime keeps an idle keep-alive connection (APINODE_KEEP_ALIVE_SECONDS). The
+# waypoint's connection pool must let go of idle connections before this (authz.py).
+KEEP_ALIVE_SECONDS = 30
 TERMINATION_GRACE_SECONDS = 30  # pre-stop delay + drain + a margin before the kubelet kills the pod
 
 
@@ -54,7 +57,8 @@ def cluster_url(service_id: str, namespace: str, port: int) -> str:
 def config_data(service: ServiceSettings, database: DatabaseSettings | None,
                 upstream_url: str | None, callers: Sequence[str] = ()) -> dict[str, str]:
     """Non-secret runtime settings (the ConfigMap): paths to secret files, never secret values."""
-    data = {"APINODE_API_KEYS_FILE": f"{SECRETS_DIR}/{API_KEYS}", "APINODE_GRACE_SECONDS": str(DRAIN_SECONDS)}
+    data = {"APINODE_API_KEYS_FILE": f"{SECRETS_DIR}/{API_KEYS}", "APINODE_GRACE_SECONDS": str(DRAIN_SECONDS),
+            "APINODE_KEEP_ALIVE_SECONDS": str(KEEP_ALIVE_SECONDS)}
     if callers:  # shown on the service's data-product page (who may call it)
         data["APINODE_CONSUMERS"] = ",".join(callers)
     if service.enrichment is not None:

@@ -294,3 +294,30 @@ def test_nodeport_keeps_the_client_address_so_the_client_rule_means_something() 
     services = {m["metadata"]["name"]: m for m in _manifests("dev") if m["kind"] == "Service"}
     assert {s["spec"]["type"] for s in services.values()} == {"NodePort"}
     assert {s["spec"]["externalTrafficPolicy"] for s in services.values()} == {"Local"}
+
+
+# ---- The waypoint's connection pool ---------------------------------------------------------------
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    unit = next(u for u in ("ms", "s", "m", "h") if duration.endswith(u))
+    return float(duration[: -len(unit)]) * units[unit]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_waypoint_lets_go_of_idle_connections_before_the_pods_close_them(stack: str) -> None:
+    """Envoy keeps idle upstream connections for 1 hour by default (Envoy's FAQ, "How do I configure
+    timeouts?"); the runtime closes a keep-alive connection idle for APINODE_KEEP_ALIVE_SECONDS. With
+    no DestinationRule the waypoint reuses connections the pods have closed, and the request sent at
+    that moment fails. Every service the waypoint carries needs an idleTimeout below its pods'."""
+    namespace = _settings(stack).namespace
+    rules = {m["spec"]["host"]: m["spec"] for m in _kind(stack, "DestinationRule").values()}
+    for name, config in _kind(stack, "ConfigMap").items():
+        if not name.endswith("-config"):
+            continue
+        service = name.removesuffix("-config")
+        keep_alive = float(config["data"]["APINODE_KEEP_ALIVE_SECONDS"])
+        host = f"{service}.{namespace}.svc.cluster.local"
+        assert host in rules, f"no DestinationRule for {host}: the waypoint keeps idle connections 1 h"
+        idle = rules[host]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"]
+        assert 0 < _seconds(idle) < keep_alive, f"{host}: waypoint idle {idle} against the pod's {keep_alive:g} s"
