@@ -8,6 +8,8 @@ file):
   The model runs once per *distinct* value of b[j], and the mean is weighted by how often each
   value occurs: the same figure, at about 0.4 of the model rows on the committed background
   (416 hybrids instead of 1,100: many columns hold few values, e.g. ``gender`` 3, ``region`` 8).
+  A tree-ensemble model needs no hybrid rows at all: the same figure is read off its trees
+  (treeice.py), once that reading is checked here against onnxruntime's own answers at load.
 - SHAPLEY: Monte-Carlo permutation sampling. Each of the ``nMonteCarloSteps`` steps draws a
   feature order and a background row z, walks from z to x one feature at a time in that order and
   credits each feature with the change of L. Per step the credits add up to ``L(x) - L(z)``
@@ -21,17 +23,24 @@ explanations, alone or in any batch.
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import orjson
 
 from .definition import EXPLANATION_METHODS, MONTE_CARLO_STEPS, ExplanationSettings
 from .errors import ApiError, MalformedRequest, PayloadTooLarge
+from .treeice import TreeIce
 
+log = logging.getLogger("apinode")
 _EPSILON = 1e-7
+# How far the tree reading may be from onnxruntime's answer, in log-odds: onnxruntime returns
+# float32 probabilities, which carry about 1e-6 of log-odds; a wrong reading is off by far more.
+_TREE_TOLERANCE = 1e-4
 
 
 class InvalidExplanations(ApiError):
@@ -92,7 +101,12 @@ def _short(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-Run = Callable[[dict[str, np.ndarray]], np.ndarray]
+class Plan(NamedTuple):
+    """A model feed for explanations, whether to fetch the trees' encoded input, and the reader."""
+
+    feed: dict[str, np.ndarray]
+    encoded: bool
+    read: Callable[[np.ndarray, np.ndarray | None], list[dict[str, float]]]
 
 
 class Explainer:
@@ -103,6 +117,8 @@ class Explainer:
         inputs: Sequence[tuple[str, bool]],
         background: Sequence[dict],
         column: Callable[[str, bool, Sequence[dict]], np.ndarray],
+        trees: TreeIce | None = None,
+        encode: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         if not background:
             raise ValueError("explanations need a background sample (the model's reference file)")
@@ -121,10 +137,50 @@ class Explainer:
         self._ice_shares = np.concatenate(shares)
         self._ice_starts = np.cumsum([0] + [len(self._ice_values[name]) for name in self.names[:-1]])
         self.ice_rows = len(self._ice_shares)
+        self.trees, self.ice_method = None, "hybrid rows"
+        if trees is not None and encode is not None:
+            problem = self._check_trees(trees, encode, background)
+            if problem:
+                log.warning("ICE explains with hybrid rows: the tree reading %s", problem)
+            else:
+                self.trees, self.ice_method = trees, "trees"
+
+    def _check_trees(self, trees: TreeIce, encode, background: Sequence[dict]) -> str | None:
+        """Why the tree reading cannot be trusted for this model, or None: it must give onnxruntime's
+        own log-odds on the background (and on a row of missing values) and the hybrid rows' ICE."""
+        if trees.inputs != self.names:
+            return f"reads inputs {trees.inputs}, the model takes {self.names}"
+        missing = [{name: None for name in self.names}]
+        rows = list(background) + missing
+        feed = {name: self._column(name, is_string, rows).reshape(-1, 1) for name, is_string in self._inputs}
+        positive, encoded = encode(feed)
+        trees.learn_background(encoded[: len(background)])
+        scores, (raw, reached) = log_odds(positive), trees.raw(encoded)
+        if (reached != trees.trees).any():
+            return "reaches other than one leaf per tree"
+        for sign in (1.0, -1.0):
+            gap = scores - sign * raw
+            if np.abs(gap - gap.mean()).max() <= _TREE_TOLERANCE:
+                trees.sign = sign
+                break
+        else:
+            return "does not give the model's log-odds"
+        probes = [0, 1, len(rows) - 1]  # two background rows and the row of missing values
+        every = ExplanationSettings(enabled=True, method="ICE", n_explanations=len(self.names),
+                                    n_monte_carlo_steps=1, max_rows=0)
+        plan = self.plan(every, [rows[i] for i in probes], hybrid=True)
+        hybrid = plan.read(encode(plan.feed)[0], None)
+        for want, got in zip(hybrid, trees.ice(encoded[probes])):
+            if max(abs(want[name] - got[j]) for j, name in enumerate(self.names)) > _TREE_TOLERANCE:
+                return "gives another ICE than the hybrid rows"
+        return None
 
     def rows_needed(self, settings: ExplanationSettings, records: int) -> int:
-        features = len(self.names)
-        per_record = self.ice_rows if settings.method == "ICE" else settings.n_monte_carlo_steps * features
+        """What explaining ``records`` costs, in model rows (the tree reading counted in model rows too)."""
+        if settings.method == "SHAPLEY":
+            per_record = settings.n_monte_carlo_steps * len(self.names)
+        else:
+            per_record = self.ice_rows if self.trees is None else self.trees.rows_per_record
         return records * (per_record + 1)
 
     def check_cost(self, settings: ExplanationSettings, records: int) -> None:
@@ -135,19 +191,26 @@ class Explainer:
                 "send fewer records, fewer nMonteCarloSteps, or use ICE",
             )
 
-    def plan(
-        self, settings: ExplanationSettings, rows: Sequence[dict]
-    ) -> tuple[dict[str, np.ndarray], Callable]:
-        """The model feed holding ``rows`` then every hybrid row, and how to read the answer.
+    def plan(self, settings: ExplanationSettings, rows: Sequence[dict], hybrid: bool = False) -> Plan:
+        """The model feed holding ``rows`` (then any hybrid rows), and how to read the answer.
 
         The caller runs the model once on the feed (``rows`` first, so their own scores are the
-        first ``len(rows)`` results) and passes the positive-class probabilities to the reader,
-        which returns, per row, its top ``n_explanations`` features and contributions.
+        first ``len(rows)`` results; fetching the trees' encoded input too where ``plan.encoded``)
+        and passes the positive-class probabilities and that input to ``plan.read``, which returns,
+        per row, its top ``n_explanations`` features and contributions.
         """
         originals = {name: self._column(name, is_string, rows) for name, is_string in self._inputs}
+        count = len(rows)
+        if settings.method == "ICE" and self.trees is not None and not hybrid:
+            trees = self.trees
+
+            def read_trees(positive: np.ndarray, encoded: np.ndarray) -> list[dict[str, float]]:
+                return [_top(self.names, values, settings.n_explanations) for values in trees.ice(encoded)]
+
+            return Plan({name: column.reshape(-1, 1) for name, column in originals.items()}, True, read_trees)
         blocks = [originals]
         layouts = []
-        for i in range(len(rows)):
+        for i in range(count):
             x = {name: originals[name][i : i + 1] for name in self.names}
             if settings.method == "ICE":
                 block, layout = self._ice(x)
@@ -158,9 +221,8 @@ class Explainer:
         feed = {
             name: np.concatenate([block[name] for block in blocks]).reshape(-1, 1) for name in self.names
         }
-        count = len(rows)
 
-        def read(positive: np.ndarray) -> list[dict[str, float]]:
+        def read(positive: np.ndarray, encoded: None) -> list[dict[str, float]]:
             scores = log_odds(positive)
             own, offset, answers = scores[:count], count, []
             for i, (method, size, extra) in enumerate(layouts):
@@ -173,7 +235,7 @@ class Explainer:
                 answers.append(_top(self.names, values, settings.n_explanations))
             return answers
 
-        return feed, read
+        return Plan(feed, False, read)
 
     def _ice(self, x: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], tuple]:
         block, rows = {}, self.ice_rows

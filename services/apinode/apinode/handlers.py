@@ -22,6 +22,9 @@ from .generations import Dispatcher
 from .runtime import Runtime
 
 _now = time.perf_counter_ns
+# Explanations up to this many model rows (a tree ensemble's ICE of a record or two, about 0.2 ms
+# each) run on the event loop: a thread hop would cost about as much as the work.
+_INLINE_ROWS = 128
 
 
 class Timing:
@@ -227,11 +230,9 @@ class PredictionHandler:
             timing.lap("prediction")
             explained = [None] * len(rows)
         else:
-            feed, read = model.explainer.plan(settings, rows)
+            plan = model.explainer.plan(settings, rows)
             timing.lap("preparation")
-            labels, probabilities = model.run(feed)
-            scored = model.answers(labels, probabilities, len(rows))
-            explained = read(model.positive(probabilities))
+            scored, explained = model.explain(plan, len(rows))
             timing.lap("prediction")
         results = []
         for (prediction, probas), explanations in zip(scored, explained):
@@ -246,7 +247,7 @@ class PredictionHandler:
         return results
 
     async def _scored(self, rows: list[dict], settings, timing: Timing, model) -> list[dict]:
-        if settings is None:
+        if settings is None or model.explainer.rows_needed(settings, len(rows)) <= _INLINE_ROWS:
             return self._score(rows, settings, timing, model)
         # Explanations cost up to max_rows model rows (a second or more): off the event loop, so
         # other requests keep being answered meanwhile (onnxruntime's run is thread-safe).

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 
 from .definition import PredictionEndpoint
+from .treeice import NotATreeModel, recognize
+
+if TYPE_CHECKING:
+    from .explanations import Plan
+
+log = logging.getLogger("apinode")
 
 
 class ModelError(ValueError):
     """A model artifact that does not fit its definition."""
 
 
-def _session(path: str) -> ort.InferenceSession:
+def _session(model: bytes) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # One request's rows are few: threads only add wake-up latency and memory.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 class Model:
@@ -31,7 +40,18 @@ class Model:
 
     def __init__(self, endpoint: PredictionEndpoint) -> None:
         where = f"{endpoint.model_path}"
-        self._session = _session(str(endpoint.model_path))
+        artifact = Path(endpoint.model_path).read_bytes()
+        reference = endpoint.reference
+        # A tree ensemble explains ICE from its trees (treeice.py): the session also offers the
+        # trees' encoded input as an output, fetched by explanation runs only.
+        trees, self._encoded = None, None
+        if reference.get("background"):
+            try:
+                trees, artifact = recognize(artifact, endpoint.outputs)
+                self._encoded = trees.encoded_input
+            except NotATreeModel as reason:
+                log.info("%s: ICE with hybrid rows (%s)", where, reason)
+        self._session = _session(artifact)
         self.inputs: list[tuple[str, bool]] = []
         for node in self._session.get_inputs():
             if node.type not in ("tensor(float)", "tensor(string)", "tensor(double)", "tensor(int64)"):
@@ -70,7 +90,6 @@ class Model:
         ]
         self._one_feed = {name: array for name, _, array in self._one}
         self._run = self._session._sess.run
-        reference = endpoint.reference
         positive = str(reference.get("positive_class", self.classes[-1]))
         if positive not in self.classes:
             raise ModelError(f"{where}: reference positive_class {positive!r} is not one of {self.classes}")
@@ -83,7 +102,7 @@ class Model:
         if reference.get("background"):
             from .explanations import Explainer
 
-            self.explainer = Explainer(self.inputs, reference["background"], self.column)
+            self.explainer = Explainer(self.inputs, reference["background"], self.column, trees, self._encode)
 
     def missing(self, features: dict) -> list[str]:
         return [name for name, _ in self.inputs if features.get(name) is None]
@@ -111,6 +130,19 @@ class Model:
         """One model run: labels and the [rows, classes] probabilities (float64)."""
         labels, probabilities = self._session.run(self._fetch, feed)
         return labels.tolist(), np.asarray(probabilities, dtype=np.float64)
+
+    def _encode(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The positive-class probabilities and the trees' encoded input for a feed."""
+        _, probabilities, encoded = self._session.run([*self._fetch, self._encoded], feed)
+        return self.positive(np.asarray(probabilities, dtype=np.float64)), encoded
+
+    def explain(self, plan: Plan, count: int) -> tuple[list[tuple[str, dict]], list[dict[str, float]]]:
+        """One model run on an explanation plan: the ``count`` records' answers and explanations."""
+        fetch = [*self._fetch, self._encoded] if plan.encoded else self._fetch
+        labels, probabilities, *encoded = self._session.run(fetch, plan.feed)
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        scored = self.answers(labels.tolist(), probabilities, count)
+        return scored, plan.read(self.positive(probabilities), encoded[0] if encoded else None)
 
     def predict(self, rows: Sequence[dict]) -> list[tuple[str, dict[str, float]]]:
         """(prediction, probabilities by class) for each row."""

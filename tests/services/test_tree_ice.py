@@ -1,0 +1,185 @@
+"""ICE read off the trees of the committed model (apinode/treeice.py): the same figures as the
+definition over every background row, from one model run on the records alone; a reading that
+disagrees with onnxruntime, or a graph it cannot follow, falls back to the hybrid rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from apinode.definition import ExplanationSettings
+from apinode.explanations import Explainer, log_odds
+from apinode.handlers import PredictionHandler, Timing
+from apinode.loader import load_definition
+from apinode.model import Model
+from apinode.runtime import Runtime
+from apinode.treeice import NotATreeModel, recognize
+
+from apinode_fixtures import REPO
+
+SCORING = REPO / "services" / "customer-scoring"
+MODELS = {"1": "high-spender", "2": "high-spender-2"}
+
+
+@pytest.fixture(scope="module")
+def scoring():
+    definition = load_definition(SCORING, {})
+    runtime = Runtime(definition, {})
+    asyncio.run(runtime.start())
+    return definition, runtime
+
+
+def background(generation: str) -> list[dict]:
+    return json.loads((SCORING / "model" / f"{MODELS[generation]}.reference.json").read_text())["background"]
+
+
+def definition_ice(model: Model, x: dict, rows: list[dict]) -> dict[str, float]:
+    """ICE by its definition: L(x) - mean over every background row k of L(x with x_j := b_k[j])."""
+    names = [name for name, _ in model.inputs]
+    hybrids = [x] + [x | {name: row[name]} for name in names for row in rows]
+    _, probabilities = model.run(
+        {name: model.column(name, is_string, hybrids).reshape(-1, 1) for name, is_string in model.inputs}
+    )
+    scores = log_odds(model.positive(probabilities))
+    size = len(rows)
+    return {name: scores[0] - scores[1 + j * size : 1 + (j + 1) * size].mean()
+            for j, name in enumerate(names)}
+
+
+RECORDS = [
+    {},  # the first background row itself
+    {"orders_12m": 300.0, "return_rate": 3.0, "region": "wales"},  # beyond every background value
+    {"age": None, "spend_12m": None, "gender": None},  # missing values (some branches send them "true")
+    {"region": "atlantis", "campaign_status": ""},  # categories the one-hot encoder does not know
+]
+
+
+class FeedRecorder:
+    """A model's session, keeping the rows and the outputs of every run."""
+
+    def __init__(self, session) -> None:
+        self.session, self.runs = session, []
+
+    def run(self, fetch, feed, *args, **kwargs):
+        self.runs.append((len(next(iter(feed.values()))), list(fetch)))
+        return self.session.run(fetch, feed, *args, **kwargs)
+
+
+def explain(model: Model, x: dict) -> tuple[dict, list]:
+    """ICE of every input for x as the endpoint computes it, and the model runs it made."""
+    settings = ExplanationSettings(
+        enabled=True, method="ICE", n_explanations=11, n_monte_carlo_steps=1, max_rows=10**6
+    )
+    recorder = model._session = FeedRecorder(model._session)
+    try:
+        (answer,) = model.explain(model.explainer.plan(settings, [x]), 1)[1]
+    finally:
+        model._session = recorder.session
+    return answer, recorder.runs
+
+
+@pytest.mark.parametrize("generation", sorted(MODELS))
+@pytest.mark.parametrize("change", RECORDS, ids=["background", "beyond", "missing", "unknown"])
+def test_tree_ice_equals_the_definition_over_every_background_row(scoring, generation, change):
+    model = scoring[1].generations["high-spender"][generation]
+    assert model.explainer.ice_method == "trees", "the committed models are tree ensembles"
+    rows = background(generation)
+    x = rows[0] | change
+    expected = definition_ice(model, x, rows)
+    answer, runs = explain(model, x)
+    assert set(answer) == set(expected)
+    for name, value in expected.items():
+        # onnxruntime returns float32 probabilities: their log-odds carry about 1e-6
+        assert answer[name] == pytest.approx(value, abs=5e-5), name
+    (fed, fetched), = runs
+    assert fed == 1, "one model run on the record alone: no hybrid rows"
+    assert fetched[-1] == "transformed_column", "the run also returns the trees' encoded input"
+
+
+def test_the_endpoint_explains_a_customer_from_one_model_run_on_its_record(scoring):
+    definition, runtime = scoring
+    model = runtime.models["high-spender"]
+    handler = PredictionHandler(definition, definition.predictions["high-spender"], runtime)
+    body = {
+        "features": {"customer_id": "C0000002"},
+        "explanations": {"enabled": True, "method": "ICE"},
+        "dispatch": {"forcedGeneration": "1"},
+    }
+    recorder = model._session = FeedRecorder(model._session)
+    try:
+        result = asyncio.run(handler.one(body, Timing(0, 0)))["result"]
+    finally:
+        model._session = recorder.session
+    assert recorder.runs == [(1, ["label", "probabilities", "transformed_column"])]
+    assert len(result["explanations"]) == 3 and all(np.isfinite(v) for v in result["explanations"].values())
+
+
+def model_with(tmp_path, definition, change) -> Model:
+    """The committed model with its graph changed by ``change(graph)``, loaded as the endpoint would."""
+    from dataclasses import replace
+
+    proto = onnx.load(SCORING / "model" / "high-spender.onnx")
+    change(proto.graph)
+    path = tmp_path / "changed.onnx"
+    onnx.save(proto, path)
+    return Model(replace(definition.predictions["high-spender"], model_path=path))
+
+
+def test_a_graph_that_mixes_columns_is_explained_with_hybrid_rows(scoring, tmp_path, caplog):
+    """An L2 Normalizer before the trees makes every column depend on every input: the reading by
+    input does not hold, so ICE must come from the hybrid rows, and still be the definition's."""
+
+    def normalize(graph):
+        trees = graph.node[-1]
+        trees.input[0] = "normalized"
+        graph.node.insert(len(graph.node) - 1, helper.make_node(
+            "Normalizer", ["transformed_column"], ["normalized"], domain="ai.onnx.ml", norm="L2"))
+
+    with caplog.at_level(logging.INFO, logger="apinode"):
+        model = model_with(tmp_path, scoring[0], normalize)
+    assert model.explainer.ice_method == "hybrid rows"
+    assert "not made column by column" in caplog.text
+    rows = background("1")
+    x = rows[3] | {"orders_12m": 40.0}
+    answer, runs = explain(model, x)
+    expected = definition_ice(model, x, rows)
+    assert all(answer[name] == pytest.approx(value, abs=1e-9) for name, value in expected.items())
+    assert runs[0][0] > 100, "the hybrid rows are in the feed"
+
+
+def test_a_reading_that_disagrees_with_onnxruntime_is_not_used(scoring, caplog):
+    """The explainer checks the tree reading against onnxruntime before trusting it: trees read
+    with every threshold a little off give other leaves, so the hybrid rows explain instead."""
+    model = scoring[1].models["high-spender"]
+    trees, _ = recognize((SCORING / "model" / "high-spender.onnx").read_bytes(), ("label", "probabilities"))
+    trees._threshold = trees._threshold * np.float32(1.05)
+    with caplog.at_level(logging.WARNING, logger="apinode"):
+        explainer = Explainer(model.inputs, background("1"), model.column, trees, model._encode)
+    assert explainer.ice_method == "hybrid rows"
+    assert "does not give the model's log-odds" in caplog.text
+
+
+def test_a_model_that_is_not_a_tree_ensemble_keeps_the_hybrid_rows(fixture_services):
+    definition = load_definition(fixture_services["customer-scoring"], {})
+    model = Model(definition.predictions["high-spender"])
+    assert model.explainer.ice_method == "hybrid rows"
+    with pytest.raises(NotATreeModel, match="TreeEnsembleClassifier"):
+        recognize(definition.predictions["high-spender"].model_path.read_bytes(), ("label", "probabilities"))
+
+
+def test_the_served_graph_is_the_model_plus_one_output():
+    """The runtime re-serializes the model with its own subset of the ONNX schema: everything it
+    does not declare must survive (read back with the onnx package, checked by its checker)."""
+    original = (SCORING / "model" / "high-spender.onnx").read_bytes()
+    _, served = recognize(original, ("label", "probabilities"))
+    before, after = onnx.load_from_string(original), onnx.load_from_string(served)
+    onnx.checker.check_model(after)
+    assert [o.name for o in after.graph.output] == ["label", "probabilities", "transformed_column"]
+    del after.graph.output[-1]
+    assert after.SerializeToString() == before.SerializeToString()
