@@ -128,10 +128,10 @@ class TreeIce:
                 decision[:, where] = compare(value[:, where], self._threshold[where])
         if self._tracks.any():
             decision |= np.isnan(value) & self._tracks
-        mask = (np.take(decision, self._edge_branch, axis=1) != self._edge_true) * self._edge_bit
+        mask = (decision.take(self._edge_branch, axis=1) != self._edge_true) * self._edge_bit
         for low, high, parents in self._levels:
-            mask[:, low:high] |= np.take(mask, parents, axis=1)
-        return np.take(mask, self._leaf, axis=1)
+            mask[:, low:high] |= mask.take(parents, axis=1)
+        return mask.take(self._leaf, axis=1)
 
     def learn_background(self, encoded_background: np.ndarray) -> None:
         """Per leaf and input: the leaf's value times the share of background rows meeting its
