@@ -38,6 +38,9 @@ _COMPARE = {b"BRANCH_LEQ": operator.le, b"BRANCH_LT": operator.lt, b"BRANCH_GTE"
             b"BRANCH_GT": operator.gt, b"BRANCH_EQ": operator.eq, b"BRANCH_NEQ": operator.ne}
 
 
+_CHUNK = 16  # rows whose masks are held at once (16 × 9,150 nodes × 2 bytes on the committed model)
+
+
 class NotATreeModel(ValueError):
     """The model is not one this module can read; the general path explains it."""
 
@@ -107,7 +110,9 @@ class TreeIce:
         self._levels = [(low, high, parent[low:high]) for low, high in self._levels[1:]]
         self._edge_branch = np.array(edge_branch, dtype=np.intp)
         self._edge_true = np.array(edge_true)
-        self._edge_bit = np.array(edge_bit, dtype=np.int64)
+        # The narrowest integer that holds a bit per input: a record's masks are one per node.
+        bits = np.int16 if feature_count <= 15 else np.int32 if feature_count <= 31 else np.int64
+        self._edge_bit = np.array(edge_bit, dtype=bits)
         self._leaf = np.array([p for p, i in enumerate(order) if i not in children], dtype=np.intp)
         self._values = np.array([weight.get(order[p], 0.0) for p in self._leaf], dtype=np.float64)
         # What a record costs, counted in model rows for the explanation budget: the reading visits
@@ -136,27 +141,41 @@ class TreeIce:
     def learn_background(self, encoded_background: np.ndarray) -> None:
         """Per leaf and input: the leaf's value times the share of background rows meeting its
         conditions on that input."""
-        masks = self._masks(encoded_background)
-        for j in range(self.feature_count):
-            meets = (masks >> j) & 1 == 0
-            self._weighted[:, j] = self._values * meets.mean(axis=0)
+        meets = np.zeros(self._weighted.shape)
+        for masks in map(self._masks, _chunks(encoded_background)):
+            for j in range(self.feature_count):
+                meets[:, j] += ((masks >> j) & 1 == 0).sum(axis=0)
+        self._weighted = self._values[:, None] * meets / len(encoded_background)
 
     def raw(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The sum of the leaf values each row reaches, and how many leaves it reaches."""
-        reached = self._masks(encoded) == 0
-        return reached @ self._values, reached.sum(axis=1)
+        reached = [self._masks(chunk) == 0 for chunk in _chunks(encoded)]
+        return (np.concatenate([r @ self._values for r in reached]),
+                np.concatenate([r.sum(axis=1) for r in reached]))
 
     def ice(self, encoded: np.ndarray) -> np.ndarray:
         """ICE per row and input (rows × inputs), in log-odds, from the rows' encoded columns."""
-        masks, count = self._masks(encoded), self.feature_count
-        reached = masks == 0  # the leaves x reaches, one per tree
-        background = reached @ self._weighted
-        rows, leaves = np.nonzero((masks & (masks - 1) == 0) & ~reached)  # failing on one input only
-        inputs = np.log2(masks[rows, leaves]).astype(np.intp)
+        if len(encoded) > _CHUNK:
+            return np.concatenate([self.ice(chunk) for chunk in _chunks(encoded)])
+        masks, count, trees = self._masks(encoded), self.feature_count, self.trees
+        # The leaves that count: those x reaches (mask 0, one per tree and row, in row order) and
+        # those whose failing conditions all read one input (one bit set).
+        rows, leaves = np.divmod(np.flatnonzero(masks & (masks - 1) == 0), masks.shape[1])
+        bits = masks[rows, leaves]
+        reached, single = leaves[bits == 0], bits != 0
+        background = self._weighted[reached].reshape(len(encoded), trees, count).sum(axis=1)
+        inputs = np.log2(bits[single]).astype(np.intp)
         background += np.bincount(
-            rows * count + inputs, weights=self._weighted[leaves, inputs], minlength=len(encoded) * count
+            rows[single] * count + inputs, weights=self._weighted[leaves[single], inputs],
+            minlength=len(encoded) * count,
         ).reshape(len(encoded), count)
-        return self.sign * ((reached @ self._values)[:, None] - background)
+        own = self._values[reached].reshape(len(encoded), trees).sum(axis=1)
+        return self.sign * (own[:, None] - background)
+
+
+def _chunks(rows: np.ndarray):
+    """``rows`` a few at a time: a row's masks take a few bytes per node of the trees."""
+    return (rows[start : start + _CHUNK] for start in range(0, len(rows), _CHUNK))
 
 
 def recognize(model_bytes: bytes, outputs: tuple[str, str]) -> tuple[TreeIce, bytes]:
