@@ -78,7 +78,7 @@ def explain(model: Model, x: dict) -> tuple[dict, list]:
     )
     recorder = model._session = FeedRecorder(model._session)
     try:
-        (answer,) = model.explain(model.explainer.plan(settings, [x]), 1)[1]
+        (answer,) = model.explain(model.explainer.plan(settings, [x]), [x])[1]
     finally:
         model._session = recorder.session
     return answer, recorder.runs

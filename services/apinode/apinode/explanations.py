@@ -104,7 +104,7 @@ def _short(value: object) -> str:
 class Plan(NamedTuple):
     """A model feed for explanations, whether to fetch the trees' encoded input, and the reader."""
 
-    feed: dict[str, np.ndarray]
+    feed: dict[str, np.ndarray] | None  # None: the records alone, fed by the model itself
     encoded: bool
     read: Callable[[np.ndarray, np.ndarray | None], list[dict[str, float]]]
 
@@ -199,7 +199,6 @@ class Explainer:
         and passes the positive-class probabilities and that input to ``plan.read``, which returns,
         per row, its top ``n_explanations`` features and contributions.
         """
-        originals = {name: self._column(name, is_string, rows) for name, is_string in self._inputs}
         count = len(rows)
         if settings.method == "ICE" and self.trees is not None and not hybrid:
             trees = self.trees
@@ -207,7 +206,8 @@ class Explainer:
             def read_trees(positive: np.ndarray, encoded: np.ndarray) -> list[dict[str, float]]:
                 return [_top(self.names, values, settings.n_explanations) for values in trees.ice(encoded)]
 
-            return Plan({name: column.reshape(-1, 1) for name, column in originals.items()}, True, read_trees)
+            return Plan(None, True, read_trees)  # the records alone: the model feeds them itself
+        originals = {name: self._column(name, is_string, rows) for name, is_string in self._inputs}
         blocks = [originals]
         layouts = []
         for i in range(count):

@@ -232,7 +232,7 @@ class PredictionHandler:
         else:
             plan = model.explainer.plan(settings, rows)
             timing.lap("preparation")
-            scored, explained = model.explain(plan, len(rows))
+            scored, explained = model.explain(plan, rows)
             timing.lap("prediction")
         results = []
         for (prediction, probas), explanations in zip(scored, explained):

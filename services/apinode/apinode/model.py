@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("apinode")
 
 
+def _number(value):
+    return math.nan if value is None else value
+
+
 class ModelError(ValueError):
     """A model artifact that does not fit its definition."""
 
@@ -126,6 +130,16 @@ class Model:
             values = [math.nan if row.get(name) is None else row[name] for row in rows]
         return np.array(values, dtype=self._dtypes[name])
 
+    def feed(self, rows: Sequence[dict]) -> dict[str, np.ndarray]:
+        """The model's [rows, 1] input arrays for ``rows``."""
+        if len(rows) != 1:
+            return {name: self.column(name, is_string, rows).reshape(-1, 1) for name, is_string in self.inputs}
+        row, dtypes = rows[0], self._dtypes
+        return {
+            name: np.array([[(row.get(name) or "") if is_string else _number(row.get(name))]], dtype=dtypes[name])
+            for name, is_string in self.inputs
+        }
+
     def run(self, feed: dict[str, np.ndarray]) -> tuple[list, np.ndarray]:
         """One model run: labels and the [rows, classes] probabilities (float64)."""
         labels, probabilities = self._session.run(self._fetch, feed)
@@ -136,12 +150,13 @@ class Model:
         _, probabilities, encoded = self._session.run([*self._fetch, self._encoded], feed)
         return self.positive(np.asarray(probabilities, dtype=np.float64)), encoded
 
-    def explain(self, plan: Plan, count: int) -> tuple[list[tuple[str, dict]], list[dict[str, float]]]:
-        """One model run on an explanation plan: the ``count`` records' answers and explanations."""
+    def explain(self, plan: Plan, rows: Sequence[dict]) -> tuple[list[tuple[str, dict]], list[dict[str, float]]]:
+        """One model run on an explanation plan: the records' answers and explanations."""
         fetch = [*self._fetch, self._encoded] if plan.encoded else self._fetch
-        labels, probabilities, *encoded = self._session.run(fetch, plan.feed)
+        feed = plan.feed if plan.feed is not None else self.feed(rows)
+        labels, probabilities, *encoded = self._session.run(fetch, feed)
         probabilities = np.asarray(probabilities, dtype=np.float64)
-        scored = self.answers(labels.tolist(), probabilities, count)
+        scored = self.answers(labels.tolist(), probabilities, len(rows))
         return scored, plan.read(self.positive(probabilities), encoded[0] if encoded else None)
 
     def predict(self, rows: Sequence[dict]) -> list[tuple[str, dict[str, float]]]:

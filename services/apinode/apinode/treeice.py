@@ -91,23 +91,34 @@ class TreeIce:
         if not level:
             raise NotATreeModel("no tree has a branch")
         self.trees = len(level)
-        order, parent, edge_branch, edge_true, edge_bit, self._levels = [], [], [], [], [], []
+        order, parent, edge_branch, edge_true, edge_bit, levels = [], [], [], [], [], 0
         place = {}
         while level:
-            self._levels.append((len(order), len(order) + len(level)))
+            levels += 1
             below = []
             for i, (up, way) in level:
                 place[i] = len(order)
                 order.append(i)
-                parent.append(place.get(up, 0))
+                parent.append(place.get(up, -1))
                 edge_branch.append(branch.get(up, 0))
                 edge_true.append(way)
                 edge_bit.append(0 if up is None else 1 << int(owners[features[up]]))
                 if i in children:
                     below += [(children[i][0], (i, True)), (children[i][1], (i, False))]
             level = below
-        parent = np.array(parent, dtype=np.intp)
-        self._levels = [(low, high, parent[low:high]) for low, high in self._levels[1:]]
+        # A path's mask is the OR of its edges, gathered by pointer jumping: after step k each node
+        # holds the OR over itself and its 2^k - 1 nearest ancestors. ``-1`` (a root's parent) is
+        # the extra last element, a mask of 0 that is its own ancestor.
+        ancestor = np.array(parent, dtype=np.intp)
+        ancestor[ancestor < 0] = len(order)
+        ancestor = np.append(ancestor, len(order))
+        self._jumps = []
+        while 2 ** len(self._jumps) < levels:
+            self._jumps.append(ancestor)
+            ancestor = ancestor[ancestor]
+        edge_branch.append(0)
+        edge_true.append(True)
+        edge_bit.append(0)
         self._edge_branch = np.array(edge_branch, dtype=np.intp)
         self._edge_true = np.array(edge_true)
         # The narrowest integer that holds a bit per input: a record's masks are one per node.
@@ -134,8 +145,8 @@ class TreeIce:
         if self._tracks.any():
             decision |= np.isnan(value) & self._tracks
         mask = (decision.take(self._edge_branch, axis=1) != self._edge_true) * self._edge_bit
-        for low, high, parents in self._levels:
-            mask[:, low:high] |= mask.take(parents, axis=1)
+        for ancestor in self._jumps:
+            mask |= mask.take(ancestor, axis=1)
         return mask.take(self._leaf, axis=1)
 
     def learn_background(self, encoded_background: np.ndarray) -> None:
