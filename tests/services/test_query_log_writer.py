@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 
 from apinode import tracing
 from apinode.audit import Query, QueryLog, QueryLogSpec, records
@@ -69,6 +70,50 @@ def test_a_stuck_destination_never_blocks_the_caller_and_overflow_is_counted():
     lines = b"".join(stream.chunks).splitlines()
     assert len(lines) == log.written == 50 - log.dropped
     assert json.loads(lines[0])["context"] == {"n": 0}
+
+
+class _Tracked(dict):
+    """A dict a weak reference can follow: one of a request's objects, to see who keeps it."""
+
+
+def test_the_writer_holds_each_records_bytes_not_the_requests_objects():
+    """A record is rendered as its query ends and the writer's queue holds bytes: the request's
+    body and answer are freed at once, instead of surviving the writer's batch (50 ms, thousands
+    of requests) into the collector's older generations (30,000 lookups with records on: 287, 26
+    and 2 collections of generations 0, 1 and 2, 1.7 µs per lookup; rendered at once: 31, 2, 0,
+    0.1 µs)."""
+    stream = _StuckStream()
+    log = _StuckLog(stream)
+    log.start()
+    log.submit(_query(0), 200, None, 0.001)
+    assert stream.entered.wait(30), "the writer never wrote"  # now stuck: whatever is queued stays
+    query = Query("lookup", "demographics", QueryLogSpec(), 1_780_000_000.0)
+    query.trace = tracing.from_header(None)
+    body, answer = _Tracked(data={"customer_id": "C0000009"}), _Tracked(data={}, notFound=False)
+    query.body = body
+    query.add(body["data"], None, answer, None)
+    kept = [weakref.ref(body), weakref.ref(answer)]
+    log.submit(query, 200, None, 0.001)
+    del query, body, answer
+    assert [ref() for ref in kept] == [None, None], "the queued record keeps the request's objects"
+    stream.release.set()
+    log.close()
+    lines = b"".join(stream.chunks).splitlines()
+    assert json.loads(lines[-1])["data"] == {"customer_id": "C0000009"}
+
+
+def test_a_record_that_cannot_be_rendered_is_counted_and_the_next_ones_written():
+    stream = _StuckStream()
+    stream.release.set()
+    log = _StuckLog(stream)
+    log.start()
+    broken = _query(1)
+    broken.items[0] = (broken.items[0][0], None, None, None)  # an answer that is not an object
+    log.submit(broken, 200, None, 0.001)  # must not raise into the request that ends
+    log.submit(_query(2), 200, None, 0.001)
+    log.close()
+    assert log.failed == 1
+    assert [json.loads(line)["context"] for line in b"".join(stream.chunks).splitlines()] == [{"n": 2}]
 
 
 def test_a_whole_request_failure_leaves_one_record_with_the_fields_as_sent_redacted():
