@@ -183,3 +183,29 @@ def test_the_served_graph_is_the_model_plus_one_output():
     assert [o.name for o in after.graph.output] == ["label", "probabilities", "transformed_column"]
     del after.graph.output[-1]
     assert after.SerializeToString() == before.SerializeToString()
+
+
+def test_a_batch_is_explained_in_one_run_with_each_records_own_figures(scoring):
+    """predict-multi with ICE: one model run for the whole batch (its rows read a chunk at a time),
+    and each record gets the figures it gets alone."""
+    definition, runtime = scoring
+    model = runtime.models["high-spender"]
+    handler = PredictionHandler(definition, definition.predictions["high-spender"], runtime)
+    ids = [f"C{n:07d}" for n in range(1, 21)]  # more than one chunk of rows
+    explanations = {"enabled": True, "method": "ICE", "nExplanations": 11}
+    dispatch = {"forcedGeneration": "1"}
+    alone = [
+        asyncio.run(handler.one({"features": {"customer_id": key}, "explanations": explanations,
+                                 "dispatch": dispatch}, Timing(0, 0)))["result"]["explanations"]
+        for key in ids
+    ]
+    recorder = model._session = FeedRecorder(model._session)
+    try:
+        body = {"items": [{"features": {"customer_id": key}} for key in ids], "explanations": explanations,
+                "dispatch": dispatch}
+        results = asyncio.run(handler.many(body, Timing(0, 0)))["results"]
+    finally:
+        model._session = recorder.session
+    assert [fed for fed, _ in recorder.runs] == [len(ids)]
+    for own, together in zip(alone, (result["explanations"] for result in results)):
+        assert together == pytest.approx(own, abs=1e-9)
