@@ -201,8 +201,9 @@ def encoded(query: Query, service: str, status: int, error_type: str | None, sec
             record["redacted"] = redacted
         return [prefix + orjson.dumps(record, default=str, option=option)[1:]]
     out = []
+    single = len(query.items) == 1
     for index, (sent, full, result, context) in enumerate(query.items):
-        record = base.copy()
+        record = base if single else base.copy()
         if multi:
             record["item"] = index
         record[section] = _redacted(sent, redact) if redact else sent
