@@ -209,3 +209,14 @@ def test_a_batch_is_explained_in_one_run_with_each_records_own_figures(scoring):
     assert [fed for fed, _ in recorder.runs] == [len(ids)]
     for own, together in zip(alone, (result["explanations"] for result in results)):
         assert together == pytest.approx(own, abs=1e-9)
+
+
+def test_trees_the_reading_cannot_follow_are_a_reason_not_a_crash():
+    """A tree table the reading trips on (here a branch pointing at a node that is not there) is
+    NotATreeModel, which keeps the hybrid rows, never an error that stops the model's start-up."""
+    proto = onnx.load(SCORING / "model" / "high-spender.onnx")
+    trees = proto.graph.node[-1]
+    (attribute,) = [a for a in trees.attribute if a.name == "nodes_truenodeids"]
+    attribute.ints[0] = 10**6
+    with pytest.raises(NotATreeModel, match="cannot follow"):
+        recognize(proto.SerializeToString(), ("label", "probabilities"))

@@ -161,10 +161,7 @@ class Model:
 
     def predict(self, rows: Sequence[dict]) -> list[tuple[str, dict[str, float]]]:
         """(prediction, probabilities by class) for each row."""
-        feed = {
-            name: self.column(name, is_string, rows).reshape(len(rows), 1) for name, is_string in self.inputs
-        }
-        labels, probabilities = self.run(feed)
+        labels, probabilities = self.run(self.feed(rows))
         return self.answers(labels, probabilities, len(rows))
 
     def answers(self, labels: list, probabilities: np.ndarray, count: int) -> list[tuple[str, dict]]:

@@ -29,7 +29,7 @@ _MESSAGES = {
     "AttributeProto": [("name", 1, "string", False), ("f", 2, "float", False), ("i", 3, "int64", False),
                        ("s", 4, "bytes", False), ("t", 5, "TensorProto", False),
                        ("floats", 7, "float", True), ("ints", 8, "int64", True),
-                       ("strings", 9, "bytes", True)],
+                       ("strings", 9, "bytes", True), ("type", 20, "int32", False)],
     "TensorProto": [("dims", 1, "int64", True), ("data_type", 2, "int32", False),
                     ("float_data", 4, "float", True), ("int64_data", 7, "int64", True),
                     ("name", 8, "string", False), ("raw_data", 9, "bytes", False),
@@ -76,20 +76,22 @@ def add_float_output(model, name: str) -> bytes:
     return model.SerializeToString()
 
 
+# AttributeProto.type -> the field holding the value (AttributeProto.AttributeType in onnx-ml.proto).
+_ATTRIBUTE_FIELDS = {1: "f", 2: "i", 3: "s", 4: "t", 6: "floats", 7: "ints", 8: "strings"}
+
+
 def attributes(node) -> dict[str, object]:
-    """A node's attributes by name: a number, bytes, a list, or an array for a tensor."""
+    """A node's attributes by name, as their declared type says: a number, bytes, a list, or an
+    array for a tensor (the attribute types not read here are left out)."""
     values: dict[str, object] = {}
     for attribute in node.attribute:
-        if attribute.HasField("t"):
+        field = _ATTRIBUTE_FIELDS.get(attribute.type)
+        if field == "t":
             values[attribute.name] = tensor(attribute.t)
-        elif len(attribute.floats) or len(attribute.ints) or len(attribute.strings):
-            values[attribute.name] = list(attribute.floats or attribute.ints or attribute.strings)
-        elif attribute.HasField("s"):
-            values[attribute.name] = attribute.s
-        elif attribute.HasField("f"):
-            values[attribute.name] = attribute.f
-        else:
-            values[attribute.name] = attribute.i
+        elif field in ("floats", "ints", "strings"):
+            values[attribute.name] = list(getattr(attribute, field))
+        elif field is not None:
+            values[attribute.name] = getattr(attribute, field)
     return values
 
 
