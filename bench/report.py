@@ -254,7 +254,7 @@ def write(results: dict, path: Path, png: Path, readme: Path | None = None) -> N
     if results.get("profiles"):
         lines += ["## Profiles of the runtime under load (py-spy)", "",
                   "Share of the samples taken while the server was busy. `Runner.run` as *self* is the event loop's "
-                  "own C code (uvloop: socket reads and writes, scheduling); `_OneWrite.write` (the runtime's answers), "
+                  "own C code (uvloop: socket reads and writes, scheduling); `OneWrite.write` and `_write_now` (the runtime's answers), "
                   "`RequestResponseCycle.send` and `StreamWriter.write` as *self* are mostly the send system call, and with two services on one "
                   "core also the other service running meanwhile. The entry frames common to every stack are left "
                   "out of the inclusive column.", "", *_profile_lines(results)]

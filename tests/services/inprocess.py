@@ -28,8 +28,7 @@ class InProcessService:
 
     async def _start(self) -> None:
         await self.app.runtime.start()
-        for route in self.app._routes.values():
-            route.refreshing = self.app.runtime.refreshing(route.tables)
+        self.app.started()
 
     def post(self, endpoint_action: str, body: object, auth: tuple[str, str] | None = (API_KEY, "")) -> httpx.Response:
         """POST /public/api/v1/<service>/<endpoint_action> with a JSON body."""

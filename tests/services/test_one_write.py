@@ -1,4 +1,4 @@
-"""An answer leaves in one write: the head is held until its body (apinode/protocol.py, _OneWrite).
+"""An answer leaves in one write: the head is held until its body (apinode/answers.py, OneWrite).
 
 uvicorn writes an answer's head on ``http.response.start`` and its body on
 ``http.response.body``: two ``send()`` system calls and two TCP segments for every answer, which

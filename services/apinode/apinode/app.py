@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -22,6 +24,7 @@ from .errors import (
 )
 from .examples import with_examples
 from .handlers import LookupHandler, PredictionHandler, Timing
+from .inline import NotNow
 from .metrics import Metrics
 from .openapi import openapi_document
 from .runtime import Runtime
@@ -42,10 +45,12 @@ class _ClientGone(Exception):
 class _Route:
     """One API route: its handler method, metric label and the tables whose staleness it reports."""
 
-    __slots__ = ("call", "label", "tables", "refreshing", "endpoint", "kind", "audit", "generation")
+    __slots__ = ("call", "now", "handler", "label", "tables", "refreshing", "endpoint", "kind", "audit", "generation")
 
-    def __init__(self, call, label: str, tables: tuple[str, ...], audit=None, generation=None) -> None:
+    def __init__(self, call, label: str, tables: tuple[str, ...], audit=None, generation=None, now=None) -> None:
         self.call, self.label, self.tables = call, label, tables
+        # The handler's method that answers without waiting (inline.py), and whether it can, once started.
+        self.now, self.handler = now, getattr(now, "__self__", None)
         self.refreshing: tuple = ()  # its sources that can go stale, known once started
         self.endpoint, _, self.kind = label.partition("/")
         self.audit = audit or QueryLogSpec()  # sampling and redaction of its query records
@@ -79,14 +84,18 @@ class ApiNodeApp:
         for name, endpoint in definition.lookups.items():
             handler = LookupHandler(definition, endpoint, self.runtime)
             extra = (endpoint.query_log, definition.version)
-            self._routes[f"{base}{name}/lookup"] = _Route(handler.one, f"{name}/lookup", handler.tables, *extra)
+            self._routes[f"{base}{name}/lookup"] = _Route(
+                handler.one, f"{name}/lookup", handler.tables, *extra, now=handler.one_now
+            )
             self._routes[f"{base}{name}/lookup-multi"] = _Route(
-                handler.many, f"{name}/lookup-multi", handler.tables, *extra
+                handler.many, f"{name}/lookup-multi", handler.tables, *extra, now=handler.many_now
             )
         for name, endpoint in definition.predictions.items():
             handler = PredictionHandler(definition, endpoint, self.runtime)
             audit = endpoint.query_log
-            self._routes[f"{base}{name}/predict"] = _Route(handler.one, f"{name}/predict", handler.tables, audit)
+            self._routes[f"{base}{name}/predict"] = _Route(
+                handler.one, f"{name}/predict", handler.tables, audit, now=handler.one_now
+            )
             self._routes[f"{base}{name}/predict-multi"] = _Route(
                 handler.many, f"{name}/predict-multi", handler.tables, audit
             )
@@ -98,6 +107,8 @@ class ApiNodeApp:
             "/metrics": self._metrics,
             f"{base}swagger": self._openapi,
         }
+        # Raw request path -> inline route (inline.py), filled once started; read by the protocol.
+        self.inline: dict[bytes, Callable] = {}
         self.docs = DocsPages(definition, self.runtime, settings.env)
         self._gets.update(self.docs.routes(base, _send_page))
 
@@ -112,77 +123,125 @@ class ApiNodeApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    def _admit(self, route: _Route, query: Query, headers) -> None:
+        """The checks before the body: ready, headers (auth, type, length), the trace; raises ApiError."""
+        if not self.runtime.loaded:
+            raise NotReady("the service is still loading its data and models")
+        authorization = content_type = length = None
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"traceparent":
+                query.trace = tracing.from_header(value)
+        if query.trace is None:
+            query.trace = tracing.from_header(None)
+        query.recording = self.query_log.sampled(query.spec, query.trace)
+        query.key_id = self._keys.check(authorization)
+        if content_type is not None and content_type != b"application/json" and not _json_content_type(
+            content_type
+        ):
+            raise UnsupportedMediaType(
+                f"unsupported content type {content_type.decode('latin-1')!r}",
+                "send the body as JSON (Content-Type: application/json)",
+            )
+        limit = self._limits.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"body of {int(length)} bytes is over the limit of {limit}")
+
+    @staticmethod
+    def _parsed(body: bytes, query: Query) -> object:
+        try:
+            parsed = query.body = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise MalformedRequest("the body is not valid JSON", f"the body is not valid JSON: {error}") from None
+        return parsed
+
+    @staticmethod
+    def _stale(route: _Route) -> list:
+        if route.refreshing:
+            stale = [source.spec.name for source in route.refreshing if source.stale]
+            if stale:
+                return _JSON + [(b"x-apinode-stale-data", ",".join(stale).encode())]
+        return _JSON
+
+    @staticmethod
+    def _refused(error: ApiError) -> tuple[int, bytes, str, list]:
+        headers = _JSON
+        if error.status == 405:
+            headers = _JSON + [(b"allow", b"POST")]
+        elif error.status == 413:  # the rest of the body may still be coming: do not reuse
+            headers = _JSON + [(b"connection", b"close")]
+        return error.status, orjson.dumps(error.body()), error.error_type, headers
+
+    @staticmethod
+    def _bug(path: str) -> tuple[int, bytes, str, list]:
+        # A bug: answer JSON anyway, and leave the stack trace in the log.
+        log.exception("unhandled error on %s", path)
+        failure = ApiError("internal error", "an unexpected error occurred; see the server log")
+        return 500, orjson.dumps(failure.body()), failure.error_type, _JSON
+
+    def _done(self, route: _Route, query: Query, status: int, error_type, started_ns: int) -> None:
+        seconds = (time.perf_counter_ns() - started_ns) / 1e9
+        self.metrics.observe(route.label, status, seconds, error_type, query.generation or "")
+        self._record(query, status, error_type, seconds)
+
+    def answer_now(self, route: _Route, path: str, headers: list, body: bytes, write) -> None:
+        """An inline route (inline.py): the ASGI path's answer, written with ``write(status, headers,
+        body)``; ``NotNow`` (before anything is observable) when the request has to wait."""
+        started_ns = time.perf_counter_ns()
+        query = Query(route.kind, route.endpoint, route.audit, time.time())
+        query.generation = route.generation
+        error_type = None
+        token = None
+        try:
+            self._admit(route, query, headers)
+            token = tracing.current.set(query.trace)  # reset below: no task context of its own here
+            timing = Timing(started_ns, time.perf_counter_ns())
+            answer = route.now(self._parsed(body, query), timing, query)
+            status, out, headers = 200, orjson.dumps(answer), self._stale(route)
+        except ApiError as error:
+            status, out, error_type, headers = self._refused(error)
+        except NotNow:
+            raise
+        except Exception:
+            status, out, error_type, headers = self._bug(path)
+        finally:
+            if token is not None:
+                tracing.current.reset(token)
+        write(status, headers, out)
+        self._done(route, query, status, error_type, started_ns)
+
     async def _api(self, route: _Route, scope, receive, send) -> None:
         started_ns = time.perf_counter_ns()
-        headers = _JSON
         error_type = None
         query = Query(route.kind, route.endpoint, route.audit, time.time())
         query.generation = route.generation
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
-            if not self.runtime.loaded:
-                raise NotReady("the service is still loading its data and models")
-            authorization = content_type = length = None
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    authorization = value
-                elif name == b"content-type":
-                    content_type = value
-                elif name == b"content-length":
-                    length = value
-                elif name == b"traceparent":
-                    query.trace = tracing.from_header(value)
-            if query.trace is None:
-                query.trace = tracing.from_header(None)
+            self._admit(route, query, scope["headers"])
             tracing.current.set(query.trace)
-            query.recording = self.query_log.sampled(query.spec, query.trace)
-            query.key_id = self._keys.check(authorization)
-            if content_type is not None and content_type != b"application/json" and not _json_content_type(
-                content_type
-            ):
-                raise UnsupportedMediaType(
-                    f"unsupported content type {content_type.decode('latin-1')!r}",
-                    "send the body as JSON (Content-Type: application/json)",
-                )
-            limit = self._limits.max_body_bytes
-            if length is not None and length.isdigit() and int(length) > limit:
-                raise PayloadTooLarge(f"body of {int(length)} bytes is over the limit of {limit}")
             # A body read at once (the usual case) needs no loop: see _body for the others.
             message = await receive()
             body = message.get("body", b"")
-            if message.get("more_body") or message["type"] != "http.request" or len(body) > limit:
+            if message.get("more_body") or message["type"] != "http.request" or len(body) > self._limits.max_body_bytes:
                 body = await self._body(receive, message)
             timing = Timing(started_ns, time.perf_counter_ns())
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError as error:
-                raise MalformedRequest(
-                    "the body is not valid JSON", f"the body is not valid JSON: {error}"
-                ) from None
-            query.body = parsed
-            answer = await route.call(parsed, timing, query)
-            if route.refreshing:
-                stale = [source.spec.name for source in route.refreshing if source.stale]
-                if stale:
-                    headers = _JSON + [(b"x-apinode-stale-data", ",".join(stale).encode())]
-            status, out = 200, orjson.dumps(answer)
+            answer = await route.call(self._parsed(body, query), timing, query)
+            status, out, headers = 200, orjson.dumps(answer), self._stale(route)
         except ApiError as error:
-            status, out, error_type = error.status, orjson.dumps(error.body()), error.error_type
-            if status == 405:
-                headers = _JSON + [(b"allow", b"POST")]
-            elif status == 413:  # the rest of the body may still be coming: do not reuse
-                headers = _JSON + [(b"connection", b"close")]
+            status, out, error_type, headers = self._refused(error)
         except _ClientGone:
             seconds = (time.perf_counter_ns() - started_ns) / 1e9
             self.metrics.observe(route.label, 499, seconds, "ClientGone", query.generation or "")
             self._record(query, 499, "ClientGone", seconds)
             return
         except Exception:
-            # A bug: answer JSON anyway, and leave the stack trace in the log.
-            log.exception("unhandled error on %s", scope["path"])
-            failure = ApiError("internal error", "an unexpected error occurred; see the server log")
-            status, out, error_type = 500, orjson.dumps(failure.body()), failure.error_type
+            status, out, error_type, headers = self._bug(scope["path"])
         await send(
             {
                 "type": "http.response.start",
@@ -191,9 +250,7 @@ class ApiNodeApp:
             }
         )
         await send({"type": "http.response.body", "body": out})
-        seconds = (time.perf_counter_ns() - started_ns) / 1e9
-        self.metrics.observe(route.label, status, seconds, error_type, query.generation or "")
-        self._record(query, status, error_type, seconds)
+        self._done(route, query, status, error_type, started_ns)
 
     def _record(self, query: Query, status: int, error_type: str | None, seconds: float) -> None:
         if query.trace is None:  # refused before its headers were read (405, 503 while loading)
@@ -276,6 +333,13 @@ class ApiNodeApp:
     async def _openapi(self, send) -> None:
         await _send(send, 200, self._swagger)
 
+    def started(self) -> None:
+        """The runtime has started: what each route can tell only now (stale sources, inline or not)."""
+        for path, route in self._routes.items():
+            route.refreshing = self.runtime.refreshing(route.tables)
+            if route.now is not None and route.handler.in_memory():
+                self.inline[path.encode()] = functools.partial(self.answer_now, route, path)
+
     async def _lifespan(self, receive, send) -> None:
         while True:
             message = await receive()
@@ -283,8 +347,7 @@ class ApiNodeApp:
                 try:
                     self.query_log.start()
                     await self.runtime.start()
-                    for route in self._routes.values():
-                        route.refreshing = self.runtime.refreshing(route.tables)
+                    self.started()
                 except Exception as error:  # any load failure must stop the server with its reason
                     log.error("start-up failed: %s", error)
                     await send({"type": "lifespan.startup.failed", "message": str(error)})

@@ -146,22 +146,27 @@ class Enricher:
         )
         self._inputs = tuple(sorted(model_inputs))
         self._allow_missing = endpoint.allow_missing_features
-        self._concurrent = via_remote or any(
+        # A lookup over the network or on a live database: completing a row waits for it.
+        self.waits = via_remote or any(
             lookup.source is not None and not lookup.source.in_memory for lookup in self._lookups
         )
 
     async def complete_one(self, row: dict) -> None:
         """Fill one row in place, or raise the reason it cannot be scored (the single-record path)."""
-        if self._concurrent:
-            (problem,) = await self.complete([row])
-        else:
+        problem = (await self.complete([row]))[0] if self.waits else self.complete_one_now(row)
+        if problem is not None:
+            raise problem
+
+    def complete_one_now(self, row: dict) -> ApiError | None:
+        """``complete_one`` when no lookup waits (``waits`` false): the reason it cannot be scored, or None."""
+        try:
             for lookup in self._lookups:
                 key = lookup.key_of(row)
                 if key is not None:
                     lookup.fill_now(row, key)
-            problem = self._finish(row)
-        if problem is not None:
-            raise problem
+        except ApiError as error:
+            return error
+        return self._finish(row)
 
     async def complete(self, rows: list[dict]) -> list[ApiError | None]:
         """Fill ``rows`` in place; per row, None when it can be scored, else the reason it cannot.
@@ -211,7 +216,7 @@ class Enricher:
                 shared = (id(lookup.remote), lookup.spec.remote_endpoint, lookup.spec.key)
                 groups.setdefault(shared if lookup.remote is not None else n, []).append(n)
         calls = [self._fetch_group(plans, members) for members in groups.values()]
-        if self._concurrent and len(calls) > 1:
+        if self.waits and len(calls) > 1:
             answers = await asyncio.gather(*calls)
         else:  # one call (the profile lookup) needs no task of its own: awaited here
             answers = [await call for call in calls]

@@ -19,6 +19,7 @@ from .audit import NO_QUERY
 from .explanations import InvalidExplanations, request_settings
 from .features import FeatureValidator
 from .generations import Dispatcher
+from .inline import NotNow
 from .runtime import Runtime
 
 _now = time.perf_counter_ns
@@ -135,6 +136,17 @@ class LookupHandler:
             result["notFoundIn"] = missing
         return result
 
+    def in_memory(self) -> bool:
+        """Its tables are all held in memory (once started): nothing to wait for (inline.py)."""
+        return all(self._runtime.sources[name].in_memory for name in self.endpoint.tables)
+
+    def _rows_now(self, keys: list) -> list[list[list[dict]]]:
+        """Per key, per table, the matching rows, from tables in memory."""
+        sources = [self._runtime.sources[name] for name in self.endpoint.tables]
+        if not all(source.in_memory for source in sources):
+            raise NotNow
+        return [[source.rows(key) for source in sources] for key in keys]
+
     async def _rows(self, keys: list) -> list[list[list[dict]]]:
         """Per key, per table, the matching rows."""
         per_table = []
@@ -146,23 +158,46 @@ class LookupHandler:
                 per_table.append(await source.rows_many(keys) if keys else [])
         return [list(found) for found in zip(*per_table)] if keys else []
 
-    async def one(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+    def _one_key(self, body: object, timing: Timing) -> object:
         if type(body) is not dict:
             raise MalformedRequest("the body must be a JSON object", 'the body must be {"data": {...}}')
         _optional_object(body, "context", "context")
         key = self._key(body.get("data"), "data")
         timing.lap("preProcessing")
-        (found,) = await self._rows([key])
+        return key
+
+    def _one_answer(self, body: dict, key: object, found: list, timing: Timing, query) -> dict:
         timing.lap("enrich")
         result = self._result(key, found)
         query.add(body["data"], None, result, body.get("context"))
         return {"results": [result], "apiContext": self._context, "timing": timing.done()}
 
-    async def many(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+    def one_now(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+        """``one`` without waiting, for tables in memory (else ``NotNow`` before anything is done)."""
+        key = self._one_key(body, timing)
+        return self._one_answer(body, key, self._rows_now([key])[0], timing, query)
+
+    async def one(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+        key = self._one_key(body, timing)
+        (found,) = await self._rows([key])
+        return self._one_answer(body, key, found, timing, query)
+
+    def _many_keys(self, body: object, timing: Timing) -> tuple[list, list]:
         items = _items(body, self._max_items, "data")
         keys = [self._key(item["data"], f"items[{i}].data") for i, item in enumerate(items)]
         timing.lap("preProcessing")
-        found = await self._rows(keys)
+        return items, keys
+
+    def many_now(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+        """``many`` without waiting, for tables in memory (else ``NotNow`` before anything is done)."""
+        items, keys = self._many_keys(body, timing)
+        return self._many_answer(body, items, keys, self._rows_now(keys), timing, query)
+
+    async def many(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+        items, keys = self._many_keys(body, timing)
+        return self._many_answer(body, items, keys, await self._rows(keys), timing, query)
+
+    def _many_answer(self, body: dict, items: list, keys: list, found: list, timing: Timing, query) -> dict:
         timing.lap("enrich")
         results = [self._result(key, rows) for key, rows in zip(keys, found)]
         if query.recording:
@@ -246,14 +281,23 @@ class PredictionHandler:
             results.append(result)
         return results
 
+    @staticmethod
+    def _inline(settings, records: int, model) -> bool:
+        """Cheap enough to run on the event loop (no explanations, or few model rows of them)."""
+        return settings is None or model.explainer.rows_needed(settings, records) <= _INLINE_ROWS
+
     async def _scored(self, rows: list[dict], settings, timing: Timing, model) -> list[dict]:
-        if settings is None or model.explainer.rows_needed(settings, len(rows)) <= _INLINE_ROWS:
+        if self._inline(settings, len(rows), model):
             return self._score(rows, settings, timing, model)
         # Explanations cost up to max_rows model rows (a second or more): off the event loop, so
         # other requests keep being answered meanwhile (onnxruntime's run is thread-safe).
         return await asyncio.to_thread(self._score, rows, settings, timing, model)
 
-    async def one(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+    def in_memory(self) -> bool:
+        """Its enrichment reads tables in memory (once started): a score may need no waiting (inline.py)."""
+        return not self._runtime.enrichers[self.endpoint.name].waits
+
+    def _one_request(self, body: object, timing: Timing, query) -> tuple:
         body = self._envelope(body, "features", '{"features": {...}}')
         _optional_object(body, "context", "context")
         generation, model = self._generation(body, query)
@@ -261,19 +305,43 @@ class PredictionHandler:
         settings = self._settings(body, 1, model)
         sent = dict(features) if query.recording else None
         timing.lap("preProcessing")
+        return body, generation, model, features, settings, sent
+
+    def _one_answer(self, request: tuple, problem: ApiError | None, timing: Timing, query, scored=None) -> dict:
+        body, generation, model, features, settings, sent = request
+        if problem is not None:
+            if not problem.record_level:
+                raise problem
+            result = _ignored(problem)
+        else:
+            (result,) = scored if scored is not None else self._score([features], settings, timing, model)
+        query.add(sent, features, result, body.get("context"))
+        return {"result": result, "apiContext": self._contexts[generation], "timing": timing.done()}
+
+    def one_now(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+        """``one`` without waiting: bundled enrichment and the model on the event loop, else ``NotNow``
+        (raised before anything is done)."""
+        request = self._one_request(body, timing, query)
+        settings, model = request[4], request[2]
+        enricher = self._runtime.enrichers[self.endpoint.name]
+        if enricher.waits or not self._inline(settings, 1, model):
+            raise NotNow
+        problem = enricher.complete_one_now(request[3])
+        timing.lap("enrich")
+        return self._one_answer(request, problem, timing, query)
+
+    async def one(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
+        request = self._one_request(body, timing, query)
         try:
-            await self._runtime.enrichers[self.endpoint.name].complete_one(features)
+            await self._runtime.enrichers[self.endpoint.name].complete_one(request[3])
         except ApiError as problem:
             if not problem.record_level:
                 raise
             timing.lap("enrich")
-            result = _ignored(problem)
-            query.add(sent, features, result, body.get("context"))
-            return {"result": result, "apiContext": self._contexts[generation], "timing": timing.done()}
+            return self._one_answer(request, problem, timing, query)
         timing.lap("enrich")
-        (result,) = await self._scored([features], settings, timing, model)
-        query.add(sent, features, result, body.get("context"))
-        return {"result": result, "apiContext": self._contexts[generation], "timing": timing.done()}
+        scored = await self._scored([request[3]], request[4], timing, request[2])
+        return self._one_answer(request, None, timing, query, scored)
 
     async def many(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         items = _items(body, self._max_items, "features")

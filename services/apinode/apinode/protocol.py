@@ -26,11 +26,13 @@ import logging
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HIGH_WATER_LIMIT, HttpToolsProtocol
 
 from .deadlines import Deadlines
 from .definition import Limits
+from .answers import HeadTooLarge, OneWrite, Refused, UriTooLong, answer, refusal
 from .errors import ApiError, MalformedRequest, RequestTimeout, ServerBusy
+from .inline import NotNow, answer_bytes
 
 log = logging.getLogger("apinode")
 
@@ -38,109 +40,16 @@ log = logging.getLogger("apinode")
 # may repeat; RFC 9112 6.3: several Content-Length values are an error).
 _SINGLE = frozenset((b"authorization", b"content-length", b"host", b"transfer-encoding"))
 _SINGLE_BITS = {name: 1 << bit for bit, name in enumerate(sorted(_SINGLE))}  # seen so far: a bit each
-_REASONS = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_CHUNKED = _SINGLE_BITS[b"transfer-encoding"]
 
 
-class HeadTooLarge(ApiError):
-    """The request line or the header section is over its limit."""
+def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http=`` setting, enforcing these limits.
 
-    status = 431
-    error_type = "RequestHeaderFieldsTooLarge"
-
-
-class UriTooLong(ApiError):
-    """The request line is over its limit."""
-
-    status = 414
-    error_type = "UriTooLong"
-
-
-def _answer(error: ApiError, extra: bytes = b"") -> bytes:
-    """A complete HTTP/1.1 answer that closes the connection, with the JSON error body."""
-    body = orjson.dumps(error.body())
-    head = (
-        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
-        b"dss-api-version: 1\r\nconnection: close\r\n"  # Dataiku sends it on every answer (app.py)
-        % (error.status, _REASONS[error.status].encode())
-    )
-    return head + extra + b"content-length: %d\r\n\r\n" % len(body) + body
-
-
-class _Refused(Exception):
-    """Raised from a parser callback to stop reading a request; carries the answer to send."""
-
-    def __init__(self, answer: bytes) -> None:
-        super().__init__()
-        self.answer = answer
-
-
-def _refusal(max_connections: int):
-    """An ASGI app answering the JSON 503 of a full server (uvicorn's own answer is plain text)."""
-    error = ServerBusy(
-        "too many connections", f"the server holds at most {max_connections} connections; retry"
-    )
-    body = orjson.dumps(error.body())
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        (b"retry-after", b"1"),
-        (b"dss-api-version", b"1"),
-    ]
-
-    async def refuse(scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return refuse
-
-
-class _OneWrite:
-    """The transport as a request's answer sees it: the head is held until the body is written,
-    so a small answer leaves in one ``send()`` (one TCP segment) instead of two.
-
-    uvicorn writes the head on ``http.response.start`` and the body on ``http.response.body``:
-    two system calls per answer, and two segments for the caller to read. The head is let go at
-    the next write (the body, joined to it), at close, or when the answer completes (a HEAD
-    answer has no body). ``100 Continue`` is never held.
+    ``inline``: raw request path -> the app's inline route (inline.py), read on each request head.
     """
-
-    __slots__ = ("transport", "held")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        self.held: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        held = self.held
-        if held is not None:
-            self.held = None
-            self.transport.write(held + data)
-        elif data[:9] == b"HTTP/1.1 " and data[9:12] != b"100" and data[-4:] == b"\r\n\r\n":
-            self.held = data
-        else:
-            self.transport.write(data)
-
-    def flush(self) -> None:
-        held = self.held
-        if held is not None:
-            self.held = None
-            self.transport.write(held)
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def __getattr__(self, name: str):
-        return getattr(self.transport, name)
-
-
-def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http=`` setting, enforcing these limits."""
+    inline = {} if inline is None else inline
+    max_body = limits.max_body_bytes
     head_timeout, body_timeout = limits.header_timeout_seconds, limits.body_timeout_seconds
     max_connections = limits.max_connections
     per_client = limits.max_connections_per_client
@@ -150,40 +59,40 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     keep_alive = limits.keep_alive_seconds
     # Idle connections are evicted once this many are open, so a newcomer always finds room.
     evict_at = max(1, max_connections - max(1, max_connections // 10))
-    refuse = _refusal(max_connections)
-    head_answer = _answer(
+    refuse = refusal(max_connections)
+    head_answer = answer(
         RequestTimeout(
             "request headers not received in time",
             f"the request line and headers must arrive within {head_timeout:g}s",
         )
     )
-    body_answer = _answer(
+    body_answer = answer(
         RequestTimeout(
             "body not received in time", f"the body must arrive within {body_timeout:g}s after the headers"
         )
     )
-    line_answer = _answer(
+    line_answer = answer(
         UriTooLong("request line too long", f"the request line may be at most {max_line} bytes")
     )
-    count_answer = _answer(
+    count_answer = answer(
         HeadTooLarge("too many request headers", f"a request may carry at most {max_headers} headers")
     )
-    size_answer = _answer(
+    size_answer = answer(
         HeadTooLarge(
             "request headers too large",
             f"the header section may be at most {limits.max_header_bytes} bytes",
         )
     )
-    client_answer = _answer(
+    client_answer = answer(
         ServerBusy(
             "too many connections from this address",
             f"a client address may hold at most {per_client} connections; reuse them or retry",
         ),
         b"retry-after: 1\r\n",
     )
-    parse_answer = _answer(MalformedRequest("malformed HTTP request", "the request is not valid HTTP/1.1"))
+    parse_answer = answer(MalformedRequest("malformed HTTP request", "the request is not valid HTTP/1.1"))
     duplicate_answers = {
-        name: _answer(
+        name: answer(
             MalformedRequest(
                 f"duplicate {name.decode()} header",
                 f"send the {name.decode()} header once; several are ambiguous",
@@ -212,7 +121,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Bounded, unambiguous request heads, read deadlines and fair connection limits."""
 
-        _one: _OneWrite | None = None
+        _one: OneWrite | None = None
         _late_answer: bytes | None = None
         _peer: str | None = None
         _counted = False
@@ -222,10 +131,14 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         _header_count = 0
         _header_bytes = 0
         _singles = 0  # the _SINGLE headers this request has sent, as _SINGLE_BITS
+        _length: bytes | None = None  # its Content-Length
+        _now = None  # the inline route answering this request once its body is in (inline.py)
+        _now_body = b""
+        _now_keep = True
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._one = _OneWrite(transport)
+            self._one = OneWrite(transport)
             self._arm(head_timeout, None)
             self._peer = peer = self.client[0] if self.client else None
             by_client[peer] = by_client.get(peer, 0) + 1
@@ -265,7 +178,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             except httptools.HttpParserUpgrade:
                 self._unsupported_upgrade_warning()
             except httptools.HttpParserError as error:
-                refused = error.__context__ if isinstance(error.__context__, _Refused) else None
+                refused = error.__context__ if isinstance(error.__context__, Refused) else None
                 if refused is None and error.__context__ is not None and not isinstance(
                     error.__context__, httptools.HttpParserError
                 ):
@@ -302,32 +215,42 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 "state": self.app_state.copy(),
             }
             self._header_count = self._header_bytes = self._singles = 0
+            self._length = None
+            idle.pop(self, None)  # a pipelined request after an inline answer
             self._arm(head_timeout, head_answer)
 
         def on_url(self, url: bytes) -> None:
             url = self.url = self.url + url
             if len(url) > max_line:
-                raise _Refused(line_answer)
+                raise Refused(line_answer)
 
         def on_header(self, name: bytes, value: bytes) -> None:
             count = self._header_count = self._header_count + 1
             size = self._header_bytes = self._header_bytes + len(name) + len(value) + 4  # ": ", CRLF
             if count > max_headers:
-                raise _Refused(count_answer)
+                raise Refused(count_answer)
             if size > max_header_bytes:
-                raise _Refused(size_answer)
+                raise Refused(size_answer)
             name = name.lower()
             bit = _SINGLE_BITS.get(name)
             if bit is not None:  # checked as it arrives: no second pass over the headers
                 if self._singles & bit:
-                    raise _Refused(duplicate_answers[name])
+                    raise Refused(duplicate_answers[name])
                 self._singles |= bit
+                if name == b"content-length":
+                    self._length = value
             if name == b"expect" and value.lower() == b"100-continue":
                 self.expect_100_continue = True
             self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            route = inline.get(self.url)
+            if route is not None and self._plain():
+                self._now, self._now_body = route, b""
+                self._now_keep = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+                self._arm(body_timeout, body_answer)
+                return
             if len(self.connections) > max_connections or len(self.tasks) >= max_connections:
                 app, self.app = self.app, refuse
                 try:
@@ -340,9 +263,65 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 self.cycle.transport = self._one  # the task that answers has not started yet
             self._arm(body_timeout, body_answer)
 
+        def _plain(self) -> bool:
+            """A request an inline route may answer (inline.py); any other goes through ASGI."""
+            cycle, length = self.cycle, self._length
+            return (
+                (cycle is None or cycle.response_complete)
+                and not self.pipeline
+                and not self.expect_100_continue
+                and not self.flow.write_paused
+                and length is not None
+                and not self._singles & _CHUNKED
+                and length.isdigit()
+                and len(length) < 12
+                and int(length) <= max_body
+                and self.parser.get_method() == b"POST"
+                and not self.parser.should_upgrade()
+                and len(self.connections) <= max_connections
+                and len(self.tasks) < max_connections
+            )
+
+        def on_body(self, body: bytes) -> None:
+            if self._now is not None:
+                self._now_body += body  # within max_body: its Content-Length was checked
+                return
+            # uvicorn's, folded in (see above)
+            cycle = self.cycle
+            if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+                return
+            cycle.body += body
+            if len(cycle.body) > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+            cycle.message_event.set()
+
+        def _write_now(self, status: int, headers: list, body: bytes) -> None:
+            """How an inline route answers: the whole answer in one write."""
+            keep = self._now_keep and (b"connection", b"close") not in headers
+            transport = self.transport
+            transport.write(answer_bytes(status, self.server_state.default_headers, headers, body, keep))
+            if not keep:
+                transport.close()
+            self.on_response_complete()
+
+        def _answer_now(self, route) -> None:
+            body, self._now, self._now_body = self._now_body, None, b""
+            try:
+                route(self.headers, body, self._write_now)
+            except NotNow:  # it has to wait: the usual ASGI cycle, with the body already in
+                HttpToolsProtocol.on_headers_complete(self)
+                cycle = self.cycle
+                cycle.transport = self._one
+                cycle.body += body
+                cycle.more_body = False
+                cycle.message_event.set()
+
         def on_message_complete(self) -> None:
             deadlines.disarm(self)
             self._in_head, self._line_open, self._head_bytes = True, True, 0
+            if self._now is not None:
+                self._answer_now(self._now)
+                return
             cycle = self.cycle
             if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
                 return
@@ -366,7 +345,14 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 idle[self] = None
                 self._arm(keep_alive, None)
 
+        def shutdown(self) -> None:
+            if self._now is not None:  # its body is still coming: answer it, then close
+                self._now_keep = False
+            else:
+                super().shutdown()
+
         def connection_lost(self, exc: Exception | None) -> None:
+            self._now = None
             if self._one is not None:
                 self._one.held = None
             deadlines.disarm(self)
@@ -391,7 +377,9 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             # Answer only if the app has not started its own answer (it may have refused early, e.g. 413).
             # A late head has no cycle of its own yet: `cycle` is then the previous request's.
             late = self._late_answer
-            if late is not None and (late is head_answer or cycle is None or not cycle.response_started):
+            if late is not None and (
+                late is head_answer or self._now is not None or cycle is None or not cycle.response_started
+            ):
                 self.transport.write(late)
             self.transport.close()
 
