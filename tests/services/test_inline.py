@@ -149,21 +149,57 @@ def test_refusals_before_the_body_answer_inline_as_through_asgi(features):
                                          b"HTTP/1.1 415 Unsupported Media Type")
 
 
-def test_explanations_worth_a_worker_thread_fall_back_to_asgi_with_the_body_already_in(scoring):
+def test_explanations_worth_a_worker_thread_are_answered_by_a_task(scoring):
     body = {"features": {"customer_id": "C0000001"},
             "explanations": {"enabled": True, "method": "SHAPLEY", "nMonteCarloSteps": 100}}
     raw = request("/public/api/v1/customer-scoring/high-spender/predict", body)
     inline, _, tasks = drive(scoring.app, [raw])
     (status, _, answer), = answers(inline)
     assert status == b"HTTP/1.1 200 OK" and answer["result"]["explanations"]
-    assert tasks == 1  # the ASGI cycle, which ran the explanation on a worker thread
+    assert answers(inline) == answers(drive(scoring.app, [raw], inline=False)[0])
+    assert tasks == 1  # the route's task, which ran the explanation on a worker thread
 
 
-def test_predict_multi_stays_on_asgi(scoring):
+def test_predict_multi_is_answered_by_a_task_as_through_asgi(scoring):
     raw = request("/public/api/v1/customer-scoring/high-spender/predict-multi",
-                  {"items": [{"features": {"customer_id": "C0000001"}}]})
+                  {"items": [{"features": {"customer_id": "C0000001"}}, {"features": {"customer_id": "C0000002"}}]})
     inline, _, tasks = drive(scoring.app, [raw])
+    assert answers(inline) == answers(drive(scoring.app, [raw], inline=False)[0])
     assert answers(inline)[0][0] == b"HTTP/1.1 200 OK" and tasks == 1
+
+
+def test_a_request_pipelined_behind_a_task_waits_for_its_answer(scoring):
+    """The task's stand-in cycle (inline.Waiting) holds the next request back: answers keep their order."""
+    multi = request("/public/api/v1/customer-scoring/high-spender/predict-multi",
+                    {"items": [{"features": {"customer_id": "C0000001"}}]})
+    one = request("/public/api/v1/customer-scoring/high-spender/predict", {"features": {"customer_id": "C0000002"}})
+    written, closed, _ = drive(scoring.app, [multi + one + multi])
+    got = [sorted(answer) for _, _, answer in answers(written)]
+    assert got == [["apiContext", "results"], ["apiContext", "result"], ["apiContext", "results"]] and not closed
+
+
+def test_a_connection_lost_while_a_task_answers_gets_no_write(scoring):
+    body = {"features": {"customer_id": "C0000001"},
+            "explanations": {"enabled": True, "method": "SHAPLEY", "nMonteCarloSteps": 100}}
+    raw = request("/public/api/v1/customer-scoring/high-spender/predict", body)
+
+    async def run() -> tuple[list, bool]:
+        app = scoring.app
+        protocol_class = guarded_protocol(app.settings.definition.limits, app.inline)
+        config = Config(app, http=protocol_class, lifespan="off", access_log=False, log_level="critical")
+        config.load()
+        state = ServerState()
+        protocol = protocol_class(config=config, server_state=state, app_state={})
+        transport = Recording()
+        protocol.connection_made(transport)
+        protocol.data_received(raw)
+        protocol.connection_lost(None)  # the caller gave up while the explanation runs
+        tasks = list(state.tasks)
+        await asyncio.gather(*tasks)
+        return transport.writes, bool(tasks)
+
+    writes, had_task = asyncio.run(run())
+    assert had_task and writes == []
 
 
 def test_pipelined_inline_requests_are_answered_in_order(features):
@@ -243,5 +279,8 @@ def test_a_tree_ice_explanation_is_inline_and_remote_enrichment_never_is():
     assert answers(inline)[0][2]["result"]["explanations"] and tasks == 0
     remote = InProcessService(REPO / "services" / "customer-scoring", {
         "APINODE_ENRICHMENT": "remote", "APINODE_FEATURES_URL": "http://127.0.0.1:9", "APINODE_FEATURES_API_KEY": "k"})
-    assert sorted(remote.app.inline) == []
-    assert sorted(bundled.app.inline) == [b"/public/api/v1/customer-scoring/high-spender/predict"]
+    body = {"features": {"customer_id": "C0000001"}}
+    raw = request("/public/api/v1/customer-scoring/high-spender/predict", body)
+    later, _, tasks = drive(remote.app, [raw])
+    assert answers(later) == answers(drive(remote.app, [raw], inline=False)[0])
+    assert answers(later)[0][0] == b"HTTP/1.1 503 Service Unavailable" and tasks == 1  # nobody on port 9

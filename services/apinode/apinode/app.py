@@ -49,7 +49,7 @@ class _Route:
 
     def __init__(self, call, label: str, tables: tuple[str, ...], audit=None, generation=None, now=None) -> None:
         self.call, self.label, self.tables = call, label, tables
-        # The handler's method that answers without waiting (inline.py), and whether it can, once started.
+        # The handler's method that answers without waiting (inline.py; None once started if it cannot).
         self.now, self.handler = now, getattr(now, "__self__", None)
         self.refreshing: tuple = ()  # its sources that can go stale, known once started
         self.endpoint, _, self.kind = label.partition("/")
@@ -189,9 +189,11 @@ class ApiNodeApp:
         self.metrics.observe(route.label, status, seconds, error_type, query.generation or "")
         self._record(query, status, error_type, seconds)
 
-    def answer_now(self, route: _Route, path: str, headers: list, body: bytes, write) -> None:
+    def answer_now(self, route: _Route, path: str, headers: list, body: bytes, write):
         """An inline route (inline.py): the ASGI path's answer, written with ``write(status, headers,
-        body)``; ``NotNow`` (before anything is observable) when the request has to wait."""
+        body)``, and None; or, when the request has to wait, a coroutine that answers it."""
+        if route.now is None:
+            return self._answer_later(route, path, headers, body, write)
         started_ns = time.perf_counter_ns()
         query = Query(route.kind, route.endpoint, route.audit, time.time())
         query.generation = route.generation
@@ -202,17 +204,37 @@ class ApiNodeApp:
             token = tracing.current.set(query.trace)  # reset below: no task context of its own here
             timing = Timing(started_ns, time.perf_counter_ns())
             answer = route.now(self._parsed(body, query), timing, query)
-            status, out, headers = 200, orjson.dumps(answer), self._stale(route)
+            status, out, sent = 200, orjson.dumps(answer), self._stale(route)
         except ApiError as error:
-            status, out, error_type, headers = self._refused(error)
-        except NotNow:
-            raise
+            status, out, error_type, sent = self._refused(error)
+        except NotNow:  # raised before anything was observable: answered from scratch by a task
+            return self._answer_later(route, path, headers, body, write)
         except Exception:
-            status, out, error_type, headers = self._bug(path)
+            status, out, error_type, sent = self._bug(path)
         finally:
             if token is not None:
                 tracing.current.reset(token)
-        write(status, headers, out)
+        write(status, sent, out)
+        self._done(route, query, status, error_type, started_ns)
+        return None
+
+    async def _answer_later(self, route: _Route, path: str, headers: list, body: bytes, write) -> None:
+        """``answer_now`` for a request that waits (enrichment over HTTP, a worker thread), as a task."""
+        started_ns = time.perf_counter_ns()
+        query = Query(route.kind, route.endpoint, route.audit, time.time())
+        query.generation = route.generation
+        error_type = None
+        try:
+            self._admit(route, query, headers)
+            tracing.current.set(query.trace)  # the task's own context
+            timing = Timing(started_ns, time.perf_counter_ns())
+            answer = await route.call(self._parsed(body, query), timing, query)
+            status, out, sent = 200, orjson.dumps(answer), self._stale(route)
+        except ApiError as error:
+            status, out, error_type, sent = self._refused(error)
+        except Exception:
+            status, out, error_type, sent = self._bug(path)
+        write(status, sent, out)
         self._done(route, query, status, error_type, started_ns)
 
     async def _api(self, route: _Route, scope, receive, send) -> None:
@@ -337,8 +359,9 @@ class ApiNodeApp:
         """The runtime has started: what each route can tell only now (stale sources, inline or not)."""
         for path, route in self._routes.items():
             route.refreshing = self.runtime.refreshing(route.tables)
-            if route.now is not None and route.handler.in_memory():
-                self.inline[path.encode()] = functools.partial(self.answer_now, route, path)
+            if route.now is not None and not route.handler.in_memory():
+                route.now = None  # it always waits: answered by a task
+            self.inline[path.encode()] = functools.partial(self.answer_now, route, path)
 
     async def _lifespan(self, receive, send) -> None:
         while True:

@@ -14,10 +14,12 @@ not pushing back), it keeps the body itself and calls the route with the headers
 when the message completes. The route answers through ``write`` as the app's ASGI path
 would, byte for byte but in one call, then does its bookkeeping (metrics, query records).
 
-A route that finds it must wait after all (explanations big enough for a worker thread, a
-table not in memory) raises ``NotNow`` before it has done anything observable; the protocol
-then starts the usual ASGI cycle with the body already received, and the app answers the
-request from scratch.
+A route that has to wait (enrichment over HTTP, a live database, explanations big enough for a
+worker thread, a batch) returns a coroutine instead; the protocol runs it as a task, with a
+``Waiting`` stand-in as the connection's cycle until it writes its answer. Still no ASGI
+messages. A route that finds out only while answering that it must wait raises ``NotNow``
+(inside the app) before it has done anything observable, and is answered by the coroutine
+from scratch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,28 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 
 class NotNow(Exception):
-    """This request needs to wait for something: answer it through ASGI instead."""
+    """This request needs to wait for something: answer it from a task instead."""
+
+
+class _Set:
+    """Stands in for the cycle's ``message_event``, which the protocol sets on a lost connection."""
+
+    @staticmethod
+    def set() -> None:
+        pass
+
+
+class Waiting:
+    """The connection's current cycle, as uvicorn's protocol sees it, while an inline route's task
+    runs: pipelined requests queue behind it, a lost connection marks it, a graceful shutdown
+    closes the connection after its answer, the answer's deadline logic sees it not started."""
+
+    __slots__ = ("keep_alive", "disconnected", "response_started", "response_complete")
+    message_event = _Set()
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.disconnected = self.response_started = self.response_complete = False
 
 
 def answer_bytes(status: int, default_headers: list, headers: list, body: bytes, keep_alive: bool) -> bytes:

@@ -32,7 +32,7 @@ from .deadlines import Deadlines
 from .definition import Limits
 from .answers import HeadTooLarge, OneWrite, Refused, UriTooLong, answer, refusal
 from .errors import ApiError, MalformedRequest, RequestTimeout, ServerBusy
-from .inline import NotNow, answer_bytes
+from .inline import Waiting, answer_bytes
 
 log = logging.getLogger("apinode")
 
@@ -135,6 +135,7 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
         _now = None  # the inline route answering this request once its body is in (inline.py)
         _now_body = b""
         _now_keep = True
+        _waiting: Waiting | None = None  # an inline answer its task has yet to write
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -203,17 +204,6 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
             self.url = b""
             self.expect_100_continue = False
             self.headers = []
-            self.scope = {  # type: ignore[typeddict-item]
-                "type": "http",
-                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
-                "http_version": "1.1",
-                "server": self.server,
-                "client": self.client,
-                "scheme": self.scheme,
-                "root_path": self.root_path,
-                "headers": self.headers,
-                "state": self.app_state.copy(),
-            }
             self._header_count = self._header_bytes = self._singles = 0
             self._length = None
             idle.pop(self, None)  # a pipelined request after an inline answer
@@ -243,6 +233,20 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
                 self.expect_100_continue = True
             self.headers.append((name, value))
 
+        def _new_scope(self) -> None:
+            """The ASGI scope, only for a request that goes through ASGI (uvicorn builds it at message begin)."""
+            self.scope = {  # type: ignore[typeddict-item]
+                "type": "http",
+                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": "1.1",
+                "server": self.server,
+                "client": self.client,
+                "scheme": self.scheme,
+                "root_path": self.root_path,
+                "headers": self.headers,
+                "state": self.app_state.copy(),
+            }
+
         def on_headers_complete(self) -> None:
             self._in_head = False
             route = inline.get(self.url)
@@ -251,6 +255,7 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
                 self._now_keep = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
                 self._arm(body_timeout, body_answer)
                 return
+            self._new_scope()
             if len(self.connections) > max_connections or len(self.tasks) >= max_connections:
                 app, self.app = self.app, refuse
                 try:
@@ -297,7 +302,16 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
 
         def _write_now(self, status: int, headers: list, body: bytes) -> None:
             """How an inline route answers: the whole answer in one write."""
-            keep = self._now_keep and (b"connection", b"close") not in headers
+            waiting = self._waiting
+            if waiting is not None:  # answered by its task
+                self._waiting = None
+                waiting.response_started = waiting.response_complete = True
+                if waiting.disconnected or self.transport.is_closing():
+                    return
+                keep = waiting.keep_alive
+            else:
+                keep = self._now_keep
+            keep = keep and (b"connection", b"close") not in headers
             transport = self.transport
             transport.write(answer_bytes(status, self.server_state.default_headers, headers, body, keep))
             if not keep:
@@ -306,15 +320,12 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
 
         def _answer_now(self, route) -> None:
             body, self._now, self._now_body = self._now_body, None, b""
-            try:
-                route(self.headers, body, self._write_now)
-            except NotNow:  # it has to wait: the usual ASGI cycle, with the body already in
-                HttpToolsProtocol.on_headers_complete(self)
-                cycle = self.cycle
-                cycle.transport = self._one
-                cycle.body += body
-                cycle.more_body = False
-                cycle.message_event.set()
+            later = route(self.headers, body, self._write_now)
+            if later is not None:  # it has to wait: a task of its own, the connection's cycle meanwhile
+                self.cycle = self._waiting = Waiting(self._now_keep)
+                task = self.loop.create_task(later)
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
 
         def on_message_complete(self) -> None:
             deadlines.disarm(self)

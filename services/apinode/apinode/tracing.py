@@ -60,7 +60,8 @@ def from_header(value: bytes | None) -> Trace:
                 and not (version == b"00" and extra)
             ):
                 return Trace(trace_id.decode(), parent_id.decode(), _new_id(8), flags.decode())
-    return Trace(_new_id(16), None, _new_id(8), "01")
+    ids = _new_id(24)  # a trace id and a span id from one draw
+    return Trace(ids[:32], None, ids[32:], "01")
 
 
 current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("apinode_trace", default=None)
