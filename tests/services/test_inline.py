@@ -8,6 +8,13 @@ if one that must wait (explanations worth a worker thread, predict-multi) does n
 cycle, or if the protocol's guarantees (pipelined order, the body deadline's 408, ``Connection:
 close``, HTTP/1.0, ``Expect: 100-continue``, a body over the limit, a graceful shutdown mid-body)
 are lost on the inline path.
+
+Where the traps come from: uvicorn 0.54's ``httptools_impl.py`` (pinned): a connection's
+``cycle`` is the last request's until the next ASGI request replaces it, ``shutdown()`` closes a
+connection whose cycle is complete, ``connection_lost`` marks the current cycle only; and
+asyncio runs protocol callbacks in the loop's own context, while each task runs in a copy
+(docs.python.org/3/library/asyncio-task.html#asyncio.create_task, "context"), so a context
+variable set inline outlives the request unless it is reset.
 """
 
 from __future__ import annotations
