@@ -47,7 +47,7 @@ class CountingSet(set):
         super().add(item)
 
 
-def request(path: str, body: bytes | dict, headers: bytes = AUTH + b"Content-Type: application/json\r\n",
+def http_request(path: str, body: bytes | dict, headers: bytes = AUTH + b"Content-Type: application/json\r\n",
             version: bytes = b"1.1") -> bytes:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     return b"POST %s HTTP/%s\r\nHost: t\r\n%sContent-Length: %d\r\n\r\n%s" % (
@@ -124,22 +124,15 @@ SCORING = [
 ]
 
 
-@pytest.mark.parametrize("path, body", FEATURES)
-def test_a_lookup_answers_inline_as_through_asgi_and_starts_no_task(features, path, body):
-    raw = request(f"/public/api/v1/customer-features/{path}", body)
-    inline, closed, tasks = drive(features.app, [raw])
-    through_asgi, asgi_closed, asgi_tasks = drive(features.app, [raw], inline=False)
+@pytest.mark.parametrize("service, path, body", [("features", *case) for case in FEATURES]
+                         + [("scoring", *case) for case in SCORING])
+def test_an_answer_inline_is_the_asgi_answer_and_starts_no_task(request, service, path, body):
+    app = request.getfixturevalue(service).app
+    raw = http_request(f"/public/api/v1/customer-{service}/{path}", body)
+    inline, closed, tasks = drive(app, [raw])
+    through_asgi, asgi_closed, asgi_tasks = drive(app, [raw], inline=False)
     assert answers(inline) == answers(through_asgi)
     assert (closed, tasks, asgi_tasks) == (asgi_closed, 0, 1)
-
-
-@pytest.mark.parametrize("path, body", SCORING)
-def test_a_score_answers_inline_as_through_asgi_and_starts_no_task(scoring, path, body):
-    raw = request(f"/public/api/v1/customer-scoring/{path}", body)
-    inline, _, tasks = drive(scoring.app, [raw])
-    through_asgi, _, _ = drive(scoring.app, [raw], inline=False)
-    assert answers(inline) == answers(through_asgi)
-    assert tasks == 0
 
 
 def test_refusals_before_the_body_answer_inline_as_through_asgi(features):
@@ -148,7 +141,7 @@ def test_refusals_before_the_body_answer_inline_as_through_asgi(features):
     for headers in (b"Content-Type: application/json\r\n",  # no API key
                     AUTH + b"Content-Type: text/csv\r\n",
                     b"Authorization: Bearer wrong\r\n"):
-        raw = request(path, body, headers)
+        raw = http_request(path, body, headers)
         inline, _, tasks = drive(features.app, [raw])
         assert answers(inline) == answers(drive(features.app, [raw], inline=False)[0])
         assert tasks == 0
@@ -159,7 +152,7 @@ def test_refusals_before_the_body_answer_inline_as_through_asgi(features):
 def test_explanations_worth_a_worker_thread_are_answered_by_a_task(scoring):
     body = {"features": {"customer_id": "C0000001"},
             "explanations": {"enabled": True, "method": "SHAPLEY", "nMonteCarloSteps": 100}}
-    raw = request("/public/api/v1/customer-scoring/high-spender/predict", body)
+    raw = http_request("/public/api/v1/customer-scoring/high-spender/predict", body)
     inline, _, tasks = drive(scoring.app, [raw])
     (status, _, answer), = answers(inline)
     assert status == b"HTTP/1.1 200 OK" and answer["result"]["explanations"]
@@ -168,7 +161,7 @@ def test_explanations_worth_a_worker_thread_are_answered_by_a_task(scoring):
 
 
 def test_predict_multi_is_answered_by_a_task_as_through_asgi(scoring):
-    raw = request("/public/api/v1/customer-scoring/high-spender/predict-multi",
+    raw = http_request("/public/api/v1/customer-scoring/high-spender/predict-multi",
                   {"items": [{"features": {"customer_id": "C0000001"}}, {"features": {"customer_id": "C0000002"}}]})
     inline, _, tasks = drive(scoring.app, [raw])
     assert answers(inline) == answers(drive(scoring.app, [raw], inline=False)[0])
@@ -177,9 +170,9 @@ def test_predict_multi_is_answered_by_a_task_as_through_asgi(scoring):
 
 def test_a_request_pipelined_behind_a_task_waits_for_its_answer(scoring):
     """The task's stand-in cycle (inline.Waiting) holds the next request back: answers keep their order."""
-    multi = request("/public/api/v1/customer-scoring/high-spender/predict-multi",
+    multi = http_request("/public/api/v1/customer-scoring/high-spender/predict-multi",
                     {"items": [{"features": {"customer_id": "C0000001"}}]})
-    one = request("/public/api/v1/customer-scoring/high-spender/predict", {"features": {"customer_id": "C0000002"}})
+    one = http_request("/public/api/v1/customer-scoring/high-spender/predict", {"features": {"customer_id": "C0000002"}})
     written, closed, _ = drive(scoring.app, [multi + one + multi])
     got = [sorted(answer) for _, _, answer in answers(written)]
     assert got == [["apiContext", "results"], ["apiContext", "result"], ["apiContext", "results"]] and not closed
@@ -188,7 +181,7 @@ def test_a_request_pipelined_behind_a_task_waits_for_its_answer(scoring):
 def test_a_connection_lost_while_a_task_answers_gets_no_write(scoring):
     body = {"features": {"customer_id": "C0000001"},
             "explanations": {"enabled": True, "method": "SHAPLEY", "nMonteCarloSteps": 100}}
-    raw = request("/public/api/v1/customer-scoring/high-spender/predict", body)
+    raw = http_request("/public/api/v1/customer-scoring/high-spender/predict", body)
 
     async def run() -> tuple[list, bool]:
         app = scoring.app
@@ -211,7 +204,7 @@ def test_a_connection_lost_while_a_task_answers_gets_no_write(scoring):
 
 def test_pipelined_inline_requests_are_answered_in_order(features):
     keys = [f"C000000{n}" for n in range(1, 6)]
-    raws = b"".join(request("/public/api/v1/customer-features/demographics/lookup", {"data": {"customer_id": key}})
+    raws = b"".join(http_request("/public/api/v1/customer-features/demographics/lookup", {"data": {"customer_id": key}})
                     for key in keys)
     raw, closed, tasks = drive(features.app, [raws])
     got = [answer["results"][0]["data"]["customer_id"] for _, _, answer in answers(raw)]
@@ -222,7 +215,7 @@ def test_a_body_that_stops_coming_gets_the_408_and_a_close_after_an_asgi_answer_
     """The late answer is written only while no answer of the connection's cycle has started; an
     inline request has no cycle of its own, so the previous request's (answered) must not count."""
     limits = Limits(body_timeout_seconds=0.2)
-    raw = request("/public/api/v1/customer-features/demographics/lookup", {"data": {"customer_id": "C0000001"}})
+    raw = http_request("/public/api/v1/customer-features/demographics/lookup", {"data": {"customer_id": "C0000001"}})
     for before in ([], [b"GET /isAlive HTTP/1.1\r\nHost: t\r\n\r\n"]):
         written, closed, _ = drive(features.app, [*before, raw[:-5]], limits=limits, pause=0.6)
         assert b"HTTP/1.1 408 " in written and b"body not received in time" in written
@@ -232,7 +225,7 @@ def test_a_body_that_stops_coming_gets_the_408_and_a_close_after_an_asgi_answer_
 def test_connection_close_and_http_1_0_close_after_the_answer(features):
     body = {"data": {"customer_id": "C0000001"}}
     path = "/public/api/v1/customer-features/demographics/lookup"
-    for raw in (request(path, body, AUTH + b"Connection: close\r\n"), request(path, body, AUTH, version=b"1.0")):
+    for raw in (http_request(path, body, AUTH + b"Connection: close\r\n"), http_request(path, body, AUTH, version=b"1.0")):
         written, closed, tasks = drive(features.app, [raw])
         assert answers(written)[0][0].endswith(b" 200 OK") and b"connection: close" in written.lower()
         assert closed and tasks == 0
@@ -240,16 +233,16 @@ def test_connection_close_and_http_1_0_close_after_the_answer(features):
 
 def test_expect_100_continue_and_a_body_over_the_limit_go_through_asgi(features):
     path = "/public/api/v1/customer-features/demographics/lookup"
-    raw = request(path, {"data": {"customer_id": "C0000001"}}, AUTH + b"Expect: 100-continue\r\n")
+    raw = http_request(path, {"data": {"customer_id": "C0000001"}}, AUTH + b"Expect: 100-continue\r\n")
     written, _, tasks = drive(features.app, [raw])
     assert written.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK") and tasks == 1
-    big = request(path, b'{"data": {"customer_id": "C0000001"}, "x": "' + b"y" * 2_000_000 + b'"}')
+    big = http_request(path, b'{"data": {"customer_id": "C0000001"}, "x": "' + b"y" * 2_000_000 + b'"}')
     written, closed, tasks = drive(features.app, [big])
     assert written.startswith(b"HTTP/1.1 413 ") and closed and tasks == 1
 
 
 def test_a_graceful_shutdown_mid_body_answers_then_closes(features):
-    raw = request("/public/api/v1/customer-features/demographics/lookup", {"data": {"customer_id": "C0000001"}})
+    raw = http_request("/public/api/v1/customer-features/demographics/lookup", {"data": {"customer_id": "C0000001"}})
     written, closed, _ = drive(features.app, [raw[:-5], raw[-5:]], shutdown_after=0)
     assert answers(written)[0][0] == b"HTTP/1.1 200 OK" and b"connection: close" in written and closed
 
@@ -257,7 +250,7 @@ def test_a_graceful_shutdown_mid_body_answers_then_closes(features):
 def test_an_inline_answer_leaves_no_trace_id_behind_in_the_event_loops_context(features):
     """Inline code runs in the protocol's context, not a task's copy: a trace left set there would
     tag every later log line of the loop (the sweep, a refresh) with an old request's trace id."""
-    raw = request("/public/api/v1/customer-features/demographics/lookup", {"data": {"customer_id": "C0000001"}},
+    raw = http_request("/public/api/v1/customer-features/demographics/lookup", {"data": {"customer_id": "C0000001"}},
                   AUTH + b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n")
 
     async def run() -> object:
@@ -280,14 +273,14 @@ def test_a_tree_ice_explanation_is_inline_and_remote_enrichment_never_is():
     for customer-features, so with it the predict route is not inline at all."""
     bundled = InProcessService(REPO / "services" / "customer-scoring", {"APINODE_ENRICHMENT": "bundled"})
     body = {"features": {"customer_id": "C0000001"}, "explanations": {"enabled": True, "method": "ICE"}}
-    raw = request("/public/api/v1/customer-scoring/high-spender/predict", body)
+    raw = http_request("/public/api/v1/customer-scoring/high-spender/predict", body)
     inline, _, tasks = drive(bundled.app, [raw])
     assert answers(inline) == answers(drive(bundled.app, [raw], inline=False)[0])
     assert answers(inline)[0][2]["result"]["explanations"] and tasks == 0
     remote = InProcessService(REPO / "services" / "customer-scoring", {
         "APINODE_ENRICHMENT": "remote", "APINODE_FEATURES_URL": "http://127.0.0.1:9", "APINODE_FEATURES_API_KEY": "k"})
     body = {"features": {"customer_id": "C0000001"}}
-    raw = request("/public/api/v1/customer-scoring/high-spender/predict", body)
+    raw = http_request("/public/api/v1/customer-scoring/high-spender/predict", body)
     later, _, tasks = drive(remote.app, [raw])
     assert answers(later) == answers(drive(remote.app, [raw], inline=False)[0])
     assert answers(later)[0][0] == b"HTTP/1.1 503 Service Unavailable" and tasks == 1  # nobody on port 9

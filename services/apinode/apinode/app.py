@@ -195,8 +195,7 @@ class ApiNodeApp:
         if route.now is None:
             return self._answer_later(route, path, headers, body, write)
         started_ns = time.perf_counter_ns()
-        query = Query(route.kind, route.endpoint, route.audit, time.time())
-        query.generation = route.generation
+        query = self._query(route)
         error_type = None
         token = None
         try:
@@ -221,27 +220,37 @@ class ApiNodeApp:
     async def _answer_later(self, route: _Route, path: str, headers: list, body: bytes, write) -> None:
         """``answer_now`` for a request that waits (enrichment over HTTP, a worker thread), as a task."""
         started_ns = time.perf_counter_ns()
-        query = Query(route.kind, route.endpoint, route.audit, time.time())
-        query.generation = route.generation
-        error_type = None
+        query = self._query(route)
         try:
             self._admit(route, query, headers)
             tracing.current.set(query.trace)  # the task's own context
-            timing = Timing(started_ns, time.perf_counter_ns())
-            answer = await route.call(self._parsed(body, query), timing, query)
-            status, out, sent = 200, orjson.dumps(answer), self._stale(route)
         except ApiError as error:
             status, out, error_type, sent = self._refused(error)
-        except Exception:
-            status, out, error_type, sent = self._bug(path)
+        else:
+            status, out, error_type, sent = await self._call(route, path, query, started_ns, body)
         write(status, sent, out)
         self._done(route, query, status, error_type, started_ns)
 
-    async def _api(self, route: _Route, scope, receive, send) -> None:
-        started_ns = time.perf_counter_ns()
-        error_type = None
+    async def _call(self, route: _Route, path: str, query: Query, started_ns: int, body: bytes) -> tuple:
+        """The route's answer to a received body, or its error's: (status, body, error type, headers)."""
+        try:
+            timing = Timing(started_ns, time.perf_counter_ns())
+            answer = await route.call(self._parsed(body, query), timing, query)
+            return 200, orjson.dumps(answer), None, self._stale(route)
+        except ApiError as error:
+            return self._refused(error)
+        except Exception:
+            return self._bug(path)
+
+    @staticmethod
+    def _query(route: _Route) -> Query:
         query = Query(route.kind, route.endpoint, route.audit, time.time())
         query.generation = route.generation
+        return query
+
+    async def _api(self, route: _Route, scope, receive, send) -> None:
+        started_ns = time.perf_counter_ns()
+        query = self._query(route)
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['method']} is not allowed here; use POST")
@@ -252,9 +261,6 @@ class ApiNodeApp:
             body = message.get("body", b"")
             if message.get("more_body") or message["type"] != "http.request" or len(body) > self._limits.max_body_bytes:
                 body = await self._body(receive, message)
-            timing = Timing(started_ns, time.perf_counter_ns())
-            answer = await route.call(self._parsed(body, query), timing, query)
-            status, out, headers = 200, orjson.dumps(answer), self._stale(route)
         except ApiError as error:
             status, out, error_type, headers = self._refused(error)
         except _ClientGone:
@@ -264,6 +270,8 @@ class ApiNodeApp:
             return
         except Exception:
             status, out, error_type, headers = self._bug(scope["path"])
+        else:
+            status, out, error_type, headers = await self._call(route, scope["path"], query, started_ns, body)
         await send(
             {
                 "type": "http.response.start",
