@@ -45,12 +45,12 @@ class _ClientGone(Exception):
 class _Route:
     """One API route: its handler method, metric label and the tables whose staleness it reports."""
 
-    __slots__ = ("call", "now", "handler", "label", "tables", "refreshing", "endpoint", "kind", "audit", "generation")
+    __slots__ = ("call", "now", "label", "tables", "refreshing", "endpoint", "kind", "audit", "generation")
 
     def __init__(self, call, label: str, tables: tuple[str, ...], audit=None, generation=None, now=None) -> None:
         self.call, self.label, self.tables = call, label, tables
         # The handler's method that answers without waiting (inline.py; None once started if it cannot).
-        self.now, self.handler = now, getattr(now, "__self__", None)
+        self.now = now
         self.refreshing: tuple = ()  # its sources that can go stale, known once started
         self.endpoint, _, self.kind = label.partition("/")
         self.audit = audit or QueryLogSpec()  # sampling and redaction of its query records
@@ -367,7 +367,7 @@ class ApiNodeApp:
         """The runtime has started: what each route can tell only now (stale sources, inline or not)."""
         for path, route in self._routes.items():
             route.refreshing = self.runtime.refreshing(route.tables)
-            if route.now is not None and not route.handler.in_memory():
+            if route.now is not None and not route.now.__self__.in_memory():
                 route.now = None  # it always waits: answered by a task
             self.inline[path.encode()] = functools.partial(self.answer_now, route, path)
 

@@ -141,10 +141,8 @@ class LookupHandler:
         return all(self._runtime.sources[name].in_memory for name in self.endpoint.tables)
 
     def _rows_now(self, keys: list) -> list[list[list[dict]]]:
-        """Per key, per table, the matching rows, from tables in memory."""
+        """Per key, per table, the matching rows, from tables in memory (``in_memory()``, checked at start)."""
         sources = [self._runtime.sources[name] for name in self.endpoint.tables]
-        if not all(source.in_memory for source in sources):
-            raise NotNow
         return [[source.rows(key) for source in sources] for key in keys]
 
     async def _rows(self, keys: list) -> list[list[list[dict]]]:
@@ -173,7 +171,7 @@ class LookupHandler:
         return {"results": [result], "apiContext": self._context, "timing": timing.done()}
 
     def one_now(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
-        """``one`` without waiting, for tables in memory (else ``NotNow`` before anything is done)."""
+        """``one`` without waiting, for tables in memory (``in_memory()``)."""
         key = self._one_key(body, timing)
         return self._one_answer(body, key, self._rows_now([key])[0], timing, query)
 
@@ -189,7 +187,7 @@ class LookupHandler:
         return items, keys
 
     def many_now(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
-        """``many`` without waiting, for tables in memory (else ``NotNow`` before anything is done)."""
+        """``many`` without waiting, for tables in memory (``in_memory()``)."""
         items, keys = self._many_keys(body, timing)
         return self._many_answer(body, items, keys, self._rows_now(keys), timing, query)
 
@@ -319,14 +317,12 @@ class PredictionHandler:
         return {"result": result, "apiContext": self._contexts[generation], "timing": timing.done()}
 
     def one_now(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
-        """``one`` without waiting: bundled enrichment and the model on the event loop, else ``NotNow``
-        (raised before anything is done)."""
+        """``one`` without waiting, for enrichment in memory (``in_memory()``): the model on the event
+        loop, or ``NotNow`` (raised before anything is done) for explanations worth a worker thread."""
         request = self._one_request(body, timing, query)
-        settings, model = request[4], request[2]
-        enricher = self._runtime.enrichers[self.endpoint.name]
-        if enricher.waits or not self._inline(settings, 1, model):
+        if not self._inline(request[4], 1, request[2]):
             raise NotNow
-        problem = enricher.complete_one_now(request[3])
+        problem = self._runtime.enrichers[self.endpoint.name].complete_one_now(request[3])
         timing.lap("enrich")
         return self._one_answer(request, problem, timing, query)
 

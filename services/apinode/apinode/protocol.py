@@ -318,8 +318,9 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
                 transport.close()
             self.on_response_complete()
 
-        def _answer_now(self, route) -> None:
-            body, self._now, self._now_body = self._now_body, None, b""
+        def _answer_now(self) -> None:
+            route, body = self._now, self._now_body
+            self._now, self._now_body = None, b""
             later = route(self.headers, body, self._write_now)
             if later is not None:  # it has to wait: a task of its own, the connection's cycle meanwhile
                 self.cycle = self._waiting = Waiting(self._now_keep)
@@ -331,7 +332,7 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
             deadlines.disarm(self)
             self._in_head, self._line_open, self._head_bytes = True, True, 0
             if self._now is not None:
-                self._answer_now(self._now)
+                self._answer_now()
                 return
             cycle = self.cycle
             if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
