@@ -166,3 +166,38 @@ def test_ice_equals_its_definition_over_every_background_row(started, fixture_se
     distinct = sum(len({json.dumps(row[name]) for row in background}) for name in names)
     assert recorder.fed == [1 + distinct], "one model run: the record and one row per distinct background value"
     assert distinct < len(names) * len(background), "the fixture's background repeats values (else nothing is saved)"
+
+
+def test_shapley_walks_start_from_background_scores_known_at_load(started, fixture_services):
+    """Each SHAPLEY step walks from a background row z to x; the walk's first point is z itself,
+    whose score does not depend on x. Scored once when the model loads, it is not fed again: a step
+    costs F - 1 model rows, not F, and the answer is the same as when z is fed with every step."""
+    import json
+
+    from apinode.explanations import ExplanationSettings, Explainer
+
+    handler, model = started
+    background = json.loads((fixture_services["customer-scoring"] / "model" / "high-spender.reference.json").read_text())[
+        "background"
+    ]
+    x = record(orders_12m=9.0, spend_12m=420.0, age=33.0, return_rate=0.2) | {"region": "south", "gender": "M"}
+    steps, features = 40, len(model.inputs)
+    settings = ExplanationSettings(enabled=True, method="SHAPLEY", n_explanations=features,
+                                   n_monte_carlo_steps=steps, max_rows=10**6)
+    feeding_z = Explainer(model.inputs, background, model.column)  # no scores known: z fed every step
+    plan = feeding_z.plan(settings, [x])
+    assert len(next(iter(plan.feed.values()))) == 1 + steps * features
+    _, probabilities = model.run(plan.feed)
+    (expected,) = plan.read(model.positive(probabilities), None)
+    recorder = FeedRecorder(model._session)
+    model._session = recorder
+    try:
+        (scored,), (answered,) = model.explain(model.explainer.plan(settings, [x]), [x])
+        explain(handler, x, "SHAPLEY", count=features, steps=steps)  # the same through the endpoint
+    finally:
+        model._session = recorder._session
+    assert recorder.fed == [1 + steps * (features - 1)] * 2, "the record, then F - 1 hybrids per step"
+    assert set(answered) == set(expected)
+    for name, value in expected.items():
+        assert answered[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert model.explainer.rows_needed(settings, 1) == 1 + steps * (features - 1), "the budget counts what is fed"

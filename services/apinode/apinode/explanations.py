@@ -16,6 +16,8 @@ file):
   exactly, so the contributions add up to ``L(x)`` minus the mean of L over the background rows
   drawn; the rows are drawn in shuffled cycles over the whole background, so with steps a multiple
   of the background size that mean is the reference prediction (mean L over the background).
+  L(z) does not depend on x: the background's scores are computed once at load, so a step feeds
+  the model F - 1 hybrid rows (F inputs), not F.
 
 The random draws are seeded from the record's own values: the same record gets the same
 explanations, alone or in any batch.
@@ -119,6 +121,7 @@ class Explainer:
         column: Callable[[str, bool, Sequence[dict]], np.ndarray],
         trees: TreeIce | None = None,
         encode: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] | None = None,
+        score: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
     ) -> None:
         if not background:
             raise ValueError("explanations need a background sample (the model's reference file)")
@@ -127,6 +130,13 @@ class Explainer:
         self._column = column
         self._background = {name: column(name, is_string, background) for name, is_string in inputs}
         self.background_size = len(background)
+        # SHAPLEY: each walk starts at a background row, whose log-odds do not depend on the record
+        # explained. Scored once here (``score``: a feed's positive-class probabilities), they are
+        # not fed to the model again with every step of every request: a step is F - 1 model rows.
+        self._background_scores = None
+        if score is not None:
+            feed = {name: values.reshape(-1, 1) for name, values in self._background.items()}
+            self._background_scores = log_odds(score(feed))
         # ICE: each feature's distinct background values and their share of the background (NaNs,
         # the missing values, count as one value: the model sees them alike).
         self._ice_values, shares = {}, []
@@ -178,7 +188,7 @@ class Explainer:
     def rows_needed(self, settings: ExplanationSettings, records: int) -> int:
         """What explaining ``records`` costs, in model rows (the tree reading counted in model rows too)."""
         if settings.method == "SHAPLEY":
-            per_record = settings.n_monte_carlo_steps * len(self.names)
+            per_record = settings.n_monte_carlo_steps * self._shapley_rows
         else:
             per_record = self.ice_rows if self.trees is None else self.trees.rows_per_record
         return records * (per_record + 1)
@@ -249,6 +259,11 @@ class Explainer:
     def _read_ice(self, own: float, hybrid: np.ndarray) -> np.ndarray:
         return own - np.add.reduceat(hybrid * self._ice_shares, self._ice_starts)
 
+    @property
+    def _shapley_rows(self) -> int:
+        """Model rows per SHAPLEY step: the walk's hybrids, less its start when that is known."""
+        return len(self.names) - (self._background_scores is not None)
+
     def _shapley(
         self, x: dict[str, np.ndarray], steps: int, seed: int
     ) -> tuple[dict[str, np.ndarray], tuple]:
@@ -258,17 +273,25 @@ class Explainer:
         drawn = np.concatenate([rng.permutation(size) for _ in range(cycles)])[:steps]
         order = np.argsort(rng.random((steps, features)), axis=1)  # a random feature order per step
         rank = np.argsort(order, axis=1)  # rank[m, j]: where feature j comes in step m's order
-        # Hybrid t of step m (t = 0..F-1) takes from x the features ranked below t, the rest from z.
-        from_x = rank[:, None, :] < np.arange(features)[None, :, None]  # (steps, F, F)
+        # Hybrid t of step m (t = 0..F-1) takes from x the features ranked below t, the rest from z;
+        # hybrid 0 is z itself, left out when its score is known.
+        first = features - self._shapley_rows
+        from_x = rank[:, None, :] < np.arange(first, features)[None, :, None]  # (steps, hybrids, F)
+        z = np.repeat(drawn, features - first)  # the background row of each hybrid
         block = {}
         for j, name in enumerate(self.names):
-            z = np.repeat(self._background[name][drawn], features)
-            block[name] = np.where(from_x[:, :, j].reshape(-1), np.repeat(x[name], steps * features), z)
-        return block, ("SHAPLEY", steps * features, rank)
+            column = self._background[name][z]
+            column[from_x[:, :, j].reshape(-1)] = x[name][0]
+            block[name] = column
+        return block, ("SHAPLEY", len(z), (rank, drawn))
 
-    def _read_shapley(self, own: float, hybrid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    def _read_shapley(self, own: float, hybrid: np.ndarray, extra: tuple) -> np.ndarray:
+        rank, drawn = extra
         steps, features = rank.shape
-        walk = np.concatenate([hybrid.reshape(steps, features), np.full((steps, 1), own)], axis=1)
+        walk = [hybrid.reshape(steps, -1), np.full((steps, 1), own)]
+        if self._background_scores is not None:
+            walk.insert(0, self._background_scores[drawn][:, None])
+        walk = np.concatenate(walk, axis=1)
         steps_index = np.arange(steps)[:, None]
         gains = walk[steps_index, rank + 1] - walk[steps_index, rank]
         return gains.mean(axis=0)

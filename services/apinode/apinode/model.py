@@ -106,7 +106,9 @@ class Model:
         if reference.get("background"):
             from .explanations import Explainer
 
-            self.explainer = Explainer(self.inputs, reference["background"], self.column, trees, self._encode)
+            self.explainer = Explainer(
+                self.inputs, reference["background"], self.column, trees, self._encode, self._positive_of
+            )
 
     def missing(self, features: dict) -> list[str]:
         return [name for name, _ in self.inputs if features.get(name) is None]
@@ -170,6 +172,9 @@ class Model:
             (str(label), dict(zip(classes, row)))
             for label, row in zip(labels[:count], probabilities[:count].tolist())
         ]
+
+    def _positive_of(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.positive(self.run(feed)[1])
 
     def positive(self, probabilities: np.ndarray) -> np.ndarray:
         return probabilities[:, self._positive]
