@@ -46,14 +46,20 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
     """(goal, measured, holds) for each goal; None when not measured."""
     p = lambda workload, system, c: _point(results, workload, system, c)
     servers, rows = results.get("servers", {}), []
+    paired = results.get("paired", {})
     micro = results.get("micro", {})
 
     def ratio_goal(text: str, workload: str, ours: str, other: str, at_least: float,
                    other_workload: str | None = None) -> None:
         mine, theirs = p(workload, ours, 8), p(other_workload or workload, other, 8)
         wall, cpu = _ratio(mine, theirs), _ratio(mine, theirs, PER_CPU)
-        rows.append((text, f"{fmt_ratio(cpu)} per CPU-second (req/s: {fmt_ratio(wall)})",
-                     None if math.isnan(cpu) else cpu >= at_least))
+        measured = f"{fmt_ratio(cpu)} per CPU-second (req/s: {fmt_ratio(wall)})"
+        turns = paired.get(f"{workload}:{ours}/{other}")
+        if turns:  # both also run in turns, seconds apart: the median of those ratios is judged
+            measured = (f"{turns['median']:.3f}× per CPU-second, median of {len(turns['ratios'])} runs in "
+                        f"turns ({', '.join(f'{r:.2f}' for r in turns['ratios'])}); sweeps minutes apart: {measured}")
+            cpu = turns["median"]
+        rows.append((text, measured, None if math.isnan(cpu) else cpu >= at_least))
 
     def latency_goal(text: str, workload: str, system: str, key: str, limit: float) -> None:
         point, bare = p(workload, system, 1), p(workload, "bare", 1)
@@ -75,8 +81,14 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
         if math.isnan(cpu):
             rows.append((text, missing, None))
             return
-        rows.append((text, f"{100 * (1 - cpu):.1f}% fewer per CPU-second ({mine[PER_CPU]:,.0f} against "
-                     f"{plain[PER_CPU]:,.0f}; req/s: {100 * (1 - _ratio(mine, plain)):.1f}%)", 1 - cpu <= at_most))
+        measured = (f"{100 * (1 - cpu):.1f}% fewer per CPU-second ({mine[PER_CPU]:,.0f} against "
+                    f"{plain[PER_CPU]:,.0f}; req/s: {100 * (1 - _ratio(mine, plain)):.1f}%)")
+        turns = paired.get(f"{workload}:{system}/{system}-off")
+        if turns:  # judged by the median of the turns' ratios; the best runs of each beside it
+            cpu = turns["median"]
+            measured = (f"{100 * (1 - cpu):.1f}% fewer per CPU-second, median of {len(turns['ratios'])} runs in "
+                        f"turns ({', '.join(f'{100 * (1 - r):.1f}%' for r in turns['ratios'])}); best runs: {measured}")
+        rows.append((text, measured, 1 - cpu <= at_most))
 
     def times_goal(text: str, system: str, at_most: float) -> None:
         """An explained predict costs at most ``at_most`` plain predicts (per CPU-second, c=8)."""
@@ -130,9 +142,13 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
     # Everything else no slower than the last run before this issue.
     for label, (workload, system), (base_workload, base), before in BASELINE["rows"]:
         ratio = _ratio(p(workload, system, 8), p(base_workload, base, 8), PER_CPU)
+        measured = "n/a" if math.isnan(ratio) else f"{fmt_ratio(ratio)} per CPU-second against {fmt_ratio(before)}"
+        turns = paired.get(f"{workload}:{system}/{base}") if workload == base_workload else None
+        if turns:  # the same two in turns (see ratio_goal)
+            ratio = turns["median"]
+            measured = f"{ratio:.3f}× per CPU-second against {fmt_ratio(before)} (median of runs in turns; sweeps: {measured})"
         rows.append((f"no slower than on {BASELINE['date']}: {label} at c=8 (within {100 * BASELINE_TOLERANCE:.0f}%)",
-                     "n/a" if math.isnan(ratio) else f"{fmt_ratio(ratio)} per CPU-second against {fmt_ratio(before)}",
-                     None if math.isnan(ratio) else ratio >= before * (1 - BASELINE_TOLERANCE)))
+                     measured, None if math.isnan(ratio) else ratio >= before * (1 - BASELINE_TOLERANCE)))
     for name, label in (("features", "customer-features"), ("scoring", "customer-scoring")):
         facts = servers.get(name, {})
         rss = facts.get("rss_mib_load")

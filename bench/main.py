@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -24,18 +25,20 @@ from bench.load import Target, run_wrk
 from bench.procs import Server, ServerSpec, Servers, free_ports
 from bench.redis_store import RedisServer, redis_binary
 
+PER_CPU = "requests_per_cpu_s"
+
 CONCURRENCIES = (1, 8, 32)
 CUSTOMERS_1M = 1_000_000
-STAGES = ("bare", "ours", "peers", "ablation", "micro", "1m")
+STAGES = ("bare", "ours", "turns", "peers", "ablation", "micro", "1m")
 
 
 class Bench:
     """One benchmark run: measures, keeps every figure in ``self.results``."""
 
     def __init__(self, layout: w.Layout, seconds: float, concurrencies: tuple[int, ...], customers: int,
-                 repeats: int = 2) -> None:
+                 repeats: int = 2, turns: int = 3) -> None:
         self.layout, self.seconds, self.concurrencies, self.customers = layout, seconds, concurrencies, customers
-        self.repeats = repeats
+        self.repeats, self.turns = repeats, turns
         self.logs = layout.out / "logs"
         self.results: dict = {"workloads": {}, "servers": {}, "profiles": {}, "notes": []}
 
@@ -135,6 +138,8 @@ class Bench:
             self.run_bare()
         if "ours" in stages:
             self.run_ours(with_profiles, multi_rows)
+        if "turns" in stages:
+            self.run_turns()
         if "peers" in stages:
             self.run_peers(feast_repo, mlflow_model, multi_rows)
         if "ablation" in stages:
@@ -197,9 +202,9 @@ class Bench:
     def run_query_log(self) -> None:
         """Query records written to a file against off, for lookups and scores, at c=8.
 
-        The on and off servers are measured in turns (off, on, off, on: best of each), minutes
-        apart at most seconds: a cost of a few per cent is otherwise lost in how much the machine
-        changes between the main rows and these (issue 18 saw -5 % and 14 % for the same code).
+        The on and off servers are measured in turns (on, off, on, off, ...), seconds apart, and the
+        cost judged by the median of the turns' ratios: a cost of a few per cent is otherwise lost
+        in how much the machine changes between runs (issue 18 saw -5 % to 27 % for the same code).
         """
         layout = self.layout
         if not w.has_query_log(layout):
@@ -210,28 +215,55 @@ class Bench:
         on = {"APINODE_QUERY_LOG": str(log_file)}
         log_file.unlink(missing_ok=True)
         self.paired("score", w.score_ours(), {
-            "ours-bundled-querylog-off": w.scoring(layout, remote=False, name="scoring-querylog-off"),
-            "ours-bundled-querylog": w.scoring(layout, remote=False, extra_env=on, name="scoring-querylog")})
+            "ours-bundled-querylog": w.scoring(layout, remote=False, extra_env=on, name="scoring-querylog"),
+            "ours-bundled-querylog-off": w.scoring(layout, remote=False, name="scoring-querylog-off")})
         self.results["query_log_bytes"] = log_file.stat().st_size if log_file.exists() else 0
         log_file.unlink(missing_ok=True)
         self.paired("lookup", w.lookup_ours(), {
-            "ours-querylog-off": w.features(layout, name="features-querylog-off"),
-            "ours-querylog": w.features(layout, name="features-querylog", extra_env=on)})
+            "ours-querylog": w.features(layout, name="features-querylog", extra_env=on),
+            "ours-querylog-off": w.features(layout, name="features-querylog-off")})
         log_file.unlink(missing_ok=True)
 
-    def paired(self, workload: str, target: Target, specs: dict[str, ServerSpec]) -> None:
-        """Each system at c=8, started in turns ``repeats`` times; the best point of each is kept."""
+    def paired(self, workload: str, target: Target, specs: dict[str, ServerSpec], record: bool = True) -> None:
+        """Two systems at c=8, started in turns ``turns`` times: the best point of each is kept as its
+        row, and the per-CPU-second ratio of each turn (first system over second) goes to
+        ``results["paired"]``, judged by its median: on a machine whose speed drifts by a quarter
+        within the hour, a ratio of two runs seconds apart is what can be compared with a goal.
+        ``specs`` values are a server, or a (server, target) pair when the systems answer different
+        paths (ours against the bare reference)."""
         best: dict[str, dict] = {}
-        for _ in range(self.repeats):
+        ratios = []
+        for _ in range(self.turns):
+            turn = []
             for system, spec in specs.items():
+                spec, aim = spec if isinstance(spec, tuple) else (spec, target)
                 with Servers([spec], self.logs) as (server,):
-                    run_wrk(target, 8, 1, self.customers, self.layout.out)
-                    point = self._measure(lambda: run_wrk(target, 8, self.seconds, self.customers,
+                    run_wrk(aim, 8, 1, self.customers, self.layout.out)
+                    point = self._measure(lambda: run_wrk(aim, 8, self.seconds, self.customers,
                                                           self.layout.out).as_dict(), [server])
+                turn.append(point[PER_CPU])
                 if system not in best or point["rps"] > best[system]["rps"]:
                     best[system] = point
-        for system, point in best.items():
-            self._record(workload, system, point)
+            ratios.append(round(turn[0] / turn[1], 4) if turn[1] else 0.0)
+        first, second = specs
+        self.results.setdefault("paired", {})[f"{workload}:{first}/{second}"] = {
+            "ratios": ratios, "median": round(statistics.median(ratios), 4)}
+        print(f"  in turns, {first} / {second} per CPU-s: {', '.join(f'{r:.3f}' for r in ratios)}", flush=True)
+        if record:
+            for system, point in best.items():
+                self._record(workload, system, point)
+
+    def run_turns(self) -> None:
+        """Ours and the bare reference started in turns, for the two goals that compare them (the
+        sweeps measure each minutes apart)."""
+        layout = self.layout
+        print("ours and the bare reference in turns (c=8)", flush=True)
+        self.paired("lookup", w.lookup_ours(), {"ours": w.features(layout, name="features-turns"),
+                                                "bare": (w.bare(layout, name="bare-turns"), w.lookup_bare())},
+                    record=False)
+        self.paired("score", w.score_ours(), {
+            "ours-bundled": w.scoring(layout, remote=False, name="scoring-turns"),
+            "bare": (w.bare(layout, name="bare-turns"), w.score_bare())}, record=False)
 
     def run_peers(self, feast_repo: Path, mlflow_model: Path, mlflow_rows: list[dict]) -> None:
         layout = self.layout
@@ -348,6 +380,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each measured run (max 30)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
     parser.add_argument("--repeats", type=int, default=2, help="runs per point; the best one is kept")
+    parser.add_argument("--turns", type=int, default=3,
+                        help="runs in turns for the ratios judged in pairs (ours vs bare, records on vs off)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
@@ -362,7 +396,7 @@ def main() -> None:
     # Fresh free ports each run: fixed ones can collide with another job's servers on a shared machine.
     w.PORTS.update(zip(w.PORTS, free_ports(len(w.PORTS))))
     bench = Bench(layout, min(args.seconds, 30.0), tuple(args.concurrency), customers=100_000,
-                  repeats=max(1, min(args.repeats, 5)))
+                  repeats=max(1, min(args.repeats, 5)), turns=max(1, min(args.turns, 7)))
     started = time.perf_counter()
     stages = set(args.stages.split(","))
     unknown = stages - set(STAGES)
@@ -373,7 +407,7 @@ def main() -> None:
     results = bench.run(stages, with_profiles=not args.no_profile)
     results["loadavg"] = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
     results.update({"machine": machine(), **revisions(root), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                    "seconds_per_point": bench.seconds, "repeats": bench.repeats, "nice": NICE if os.geteuid() == 0 else "0", "wall_s": round(time.perf_counter() - started, 1)})
+                    "seconds_per_point": bench.seconds, "repeats": bench.repeats, "turns": bench.turns, "nice": NICE if os.geteuid() == 0 else "0", "wall_s": round(time.perf_counter() - started, 1)})
     (out / "results.json").write_text(json.dumps(results, indent=1))
     from bench import report
 
