@@ -105,3 +105,52 @@ def test_make_run_refuses_a_port_already_in_use_before_starting_anything():
     assert result.returncode == 1
     assert f"port {busy} on 127.0.0.1 is already in use" in result.stderr
     assert "Uvicorn running" not in result.stdout + result.stderr, "nothing may start on a busy port"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's (prctl(2))")
+def test_services_stop_when_the_launcher_is_killed_outright():
+    """SIGKILL (the OOM killer, `kill -9`, a CI runner's timeout) gives the launcher no chance to stop
+    its services: they must not outlive it holding its ports, or the next `make run` finds them
+    busy. The kernel tells each of them (prctl(2), PR_SET_PDEATHSIG); they stop on that SIGTERM."""
+    scoring, features = free_port(), free_port()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "apinode.local", "--scoring-port", str(scoring), "--features-port", str(features)],
+        env=server_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = launcher.stdout.readline()
+            if not line or "Ctrl-C stops both" in line:
+                break
+        with open(f"/proc/{launcher.pid}/task/{launcher.pid}/children") as listing:
+            children = [int(pid) for pid in listing.read().split()]
+        assert len(children) == 2, children
+        threading.Thread(target=lambda: [None for _ in launcher.stdout], daemon=True).start()  # keep the pipe read
+        launcher.kill()
+        launcher.wait(10)
+        deadline = time.monotonic() + 30
+        alive = children
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in children if _running(pid)]
+            time.sleep(0.1)
+        assert not alive, f"services {alive} outlived their SIGKILLed launcher"
+        for port in (scoring, features):
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+    finally:
+        for pid in [launcher.pid, *children]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a service is its own launcher's child: once that is
+    gone, init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

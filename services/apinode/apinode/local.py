@@ -1,6 +1,7 @@
 """``make run``: customer-features on :8081, customer-scoring on :8080 enriching through it, on 127.0.0.1.
 
-Keys come from APINODE_API_KEYS (``local-dev-key`` when unset). Ctrl-C stops both cleanly.
+Keys come from APINODE_API_KEYS (``local-dev-key`` when unset). Ctrl-C stops both cleanly; on Linux
+they also stop when the launcher itself is killed (SIGKILL included).
 """
 
 from __future__ import annotations
@@ -63,6 +64,24 @@ def _require_free(port: int) -> None:
                              f"choose other ports: python -m apinode.local --scoring-port N --features-port M")
 
 
+def _die_with_launcher(launcher: int):
+    """A function for the child to run before it starts the service: on Linux, the kernel sends it
+    SIGTERM when the launcher dies, even of a SIGKILL that leaves no chance to stop it (prctl(2),
+    PR_SET_PDEATHSIG). Without it, the services outlive a killed ``make run`` and hold its ports."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != launcher:  # the launcher died before the line above: nothing will tell us
+            os._exit(1)
+
+    return arm
+
+
 def _start(service: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [
@@ -81,6 +100,7 @@ def _start(service: str, port: int, env: dict[str, str]) -> subprocess.Popen:
         # with exactly one SIGTERM. A second signal (the terminal's SIGINT, then ours) makes uvicorn
         # force its exit and cancel the lifespan mid-shutdown, which printed two tracebacks.
         process_group=0,
+        preexec_fn=_die_with_launcher(os.getpid()),
     )
 
 
