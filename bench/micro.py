@@ -1,7 +1,8 @@
 """Where a request's CPU time goes, measured in-process without the network (project venv).
 
-Calls the runtime's ASGI app and the bare reference directly with an in-memory
-request, then the pieces one by one (index, row, validation, enrichment, model,
+Hands a raw HTTP request to each service's server protocol (the runtime's, with its inline
+answers, and uvicorn's for the bare reference) on an in-memory transport, calls the ASGI apps
+directly with an in-memory request, then the pieces one by one (index, row, validation, enrichment, model,
 JSON). Prints one JSON line: microseconds per call, best of a few repeats.
 ``python bench/micro.py --root REPO``.
 """
@@ -46,6 +47,70 @@ def asgi_call(app, path: str, body: bytes, headers: list[tuple[bytes, bytes]]):
     return call
 
 
+class _Transport:
+    """What the server protocol writes to, kept in memory (the socket left out)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default=None):
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def set_protocol(self, protocol) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def served_us(app, protocol_class, request: bytes, calls: int, repeats: int = 7) -> float:
+    """µs per request handed raw to the server protocol the service runs with (``protocol_class``:
+    the runtime's, or uvicorn's for the bare reference) on one keep-alive connection, the event loop
+    running meanwhile as it does when serving (turned until each answer is written): the served
+    path without the socket, the same way for both. Best of ``repeats``."""
+    import uvloop
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    config = Config(app, http=protocol_class, lifespan="off", access_log=False, log_level="critical")
+    config.load()
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+    transport = _Transport()
+    protocol.connection_made(transport)
+    writes, feed, idle = transport.writes, protocol.data_received, asyncio.sleep
+
+    async def run(count: int) -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            writes.clear()
+            feed(request)
+            while not writes:
+                await idle(0)
+        elapsed = time.perf_counter() - started
+        if not writes[0].startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(writes[0][:300])
+        return elapsed
+
+    loop.run_until_complete(run(max(1, calls // 10)))  # warm
+    best = min(loop.run_until_complete(run(calls)) for _ in range(repeats))
+    loop.close()
+    return round(best / calls * 1e6, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True)
@@ -70,7 +135,30 @@ def main() -> None:
     lookup_body = b'{"data":{"customer_id":"C0000042"}}'
     score_body = b'{"features":{"customer_id":"C0000042"}}'
     n = args.calls
-    figures = {
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from apinode.protocol import guarded_protocol
+
+    def raw(path: str, body: bytes, headers: bytes) -> bytes:
+        return b"POST %s HTTP/1.1\r\nHost: bench\r\n%sContent-Length: %d\r\n\r\n%s" % (
+            path.encode(), headers, len(body), body)
+
+    ours_head = b"Authorization: Bearer bench-key\r\nContent-Type: application/json\r\n"
+    bare_head = b"Content-Type: application/json\r\n"
+    for app in (features, scoring):
+        app.started()  # its inline routes, as its lifespan fills them
+    served = {
+        "served_lookup_us": (features, "/public/api/v1/customer-features/demographics/lookup", lookup_body, ours_head),
+        "served_bare_lookup_us": (bare, "/lookup", lookup_body, bare_head),
+        "served_score_us": (scoring, "/public/api/v1/customer-scoring/high-spender/predict", score_body, ours_head),
+        "served_bare_score_us": (bare, "/score", score_body, bare_head),
+    }
+    figures = {}
+    for key, (app, path, body, head) in served.items():
+        protocol = HttpToolsProtocol if app is bare else guarded_protocol(
+            app.settings.definition.limits, app.inline)
+        figures[key] = served_us(app, protocol, raw(path, body, head), args.calls)
+    figures |= {
         "app_lookup_us": per_call_us(asgi_call(features, "/public/api/v1/customer-features/demographics/lookup",
                                                lookup_body, auth), n),
         "bare_lookup_us": per_call_us(asgi_call(bare, "/lookup", lookup_body, []), n),

@@ -108,6 +108,11 @@ def _profile_lines(results: dict) -> list[str]:
 
 
 MICRO_LABELS = {
+    "served_lookup_us": "served path, one lookup: raw HTTP request to the runtime's protocol and app, answer written "
+                        "(inline, as `apinode serve` answers it; no socket)",
+    "served_bare_lookup_us": "served path, one lookup of the bare reference (uvicorn's protocol and its ASGI cycle)",
+    "served_score_us": "served path, one score by id (bundled enrichment)",
+    "served_bare_score_us": "served path, one score by id of the bare reference",
     "app_lookup_us": "runtime app, one lookup (auth, validation, index, row, JSON, metrics)",
     "bare_lookup_us": "bare reference, one lookup",
     "app_score_us": "runtime app, one score by id (bundled enrichment, preprocessing, model)",
@@ -131,8 +136,10 @@ MICRO_LABELS = {
 
 def _micro_lines(micro: dict) -> list[str]:
     lines = ["## In-process cost of one request (no network, best of 7 repeats)", "",
-             "The ASGI apps called directly with an in-memory request (`bench/micro.py`): what the runtime itself "
-             "costs, without uvicorn and the socket.", "", "| what | µs per call |", "|---|---:|"]
+             "`bench/micro.py`: first the served path without the socket (a raw request handed to the server "
+             "protocol, the answer written to memory), then the ASGI apps called directly with an in-memory request "
+             "(what the app costs, without the HTTP server; the runtime's served requests skip ASGI), then the pieces.",
+             "", "| what | µs per call |", "|---|---:|"]
     lines += [f"| {label} | {micro[key]:.2f} |" for key, label in MICRO_LABELS.items() if key in micro]
     return [*lines, ""]
 

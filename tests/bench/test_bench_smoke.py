@@ -176,3 +176,33 @@ def test_goals_comparing_runs_in_turns_are_judged_by_the_median_of_their_ratios(
     assert holds is True and text.startswith("0.810× per CPU-second, median of 3 runs") and "0.65×" in text, text
     text, holds = measured["query records to a file cost ≤ 5% (lookup, c=8)"]
     assert holds is True and text.startswith("3.0% fewer per CPU-second, median of 3") and "20.0% fewer" in text, text
+
+
+def test_micro_served_path_measures_answered_requests_only():
+    """bench/micro.py's served-path figure hands raw requests to the runtime's own protocol: it
+    measures a request answered 200 through the inline route, and refuses to report a figure for
+    requests that were refused (a wrong key would otherwise look fast)."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from micro import served_us
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from apinode.app import create_app
+    from apinode.protocol import guarded_protocol
+    from apinode.settings import load_settings
+
+    features = create_app(load_settings(ROOT / "services" / "customer-features", {"APINODE_API_KEYS": "k"}))
+    asyncio.new_event_loop().run_until_complete(features.runtime.start())
+    features.started()
+    protocol = guarded_protocol(features.settings.definition.limits, features.inline)
+    body = b'{"data":{"customer_id":"C0000042"}}'
+
+    def raw(key: bytes) -> bytes:
+        return (b"POST /public/api/v1/customer-features/demographics/lookup HTTP/1.1\r\nHost: b\r\n"
+                b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s" % (key, len(body), body))
+
+    assert served_us(features, protocol, raw(b"k"), calls=20, repeats=1) > 0
+    with pytest.raises(RuntimeError, match="HTTP/1.1 40"):
+        served_us(features, protocol, raw(b"wrong"), calls=20, repeats=1)
