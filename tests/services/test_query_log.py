@@ -225,3 +225,33 @@ def test_an_invalid_traceparent_starts_a_new_trace(logged_pair):
     ids = [r["traceId"] for r in records]
     assert len(set(ids)) == 3 and TRACE not in ids and "0" * 32 not in ids
     assert all(len(i) == 32 and r["parentSpanId"] is None for i, r in zip(ids, records))
+
+
+def test_scores_sent_together_keep_the_audit_link_to_their_own_lookups(logged_pair):
+    """Scores that arrive together may have their lookups sent as one lookup-multi (coalesce.py):
+    each lookup's record must still carry the trace of the score it was made for, its parent the
+    span of that scoring request, whether or not the lookups shared a call."""
+    import asyncio
+
+    scoring, scoring_log, _, features_log = logged_pair
+    before_scoring = len(read_records(scoring_log, 0, 0))
+    before_features = len(read_records(features_log, 0, 0))
+    customers = [f"C{n:07d}" for n in range(101, 125)]
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=8)
+        async with httpx.AsyncClient(base_url=scoring.url, auth=(API_KEY, ""), limits=limits) as client:
+            answers = await asyncio.gather(*(
+                client.post(f"{SCORING}/predict", json={"features": {"customer_id": customer}},
+                            headers={"traceparent": f"00-{n + 1:032x}-{n + 1:016x}-01"})
+                for n, customer in enumerate(customers)))
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(burst()) == [200] * len(customers)
+    scores = read_records(scoring_log, before_scoring + len(customers))[before_scoring:]
+    lookups = read_records(features_log, before_features + len(customers))[before_features:]
+    made_for = {(r["features"]["customer_id"], r["traceId"], r["spanId"]) for r in scores}
+    assert {(r["data"]["customer_id"], r["traceId"], r["parentSpanId"]) for r in lookups} == made_for
+    assert {trace for _, trace, _ in made_for} == {f"{n + 1:032x}" for n in range(len(customers))}
+    shared = sum(r["kind"] == "lookup-multi" for r in lookups)
+    print(f"{shared} of {len(lookups)} lookups went in a shared call")

@@ -169,3 +169,28 @@ def test_encoded_lines_keep_each_records_own_fields_in_the_documented_order():
     assert [records_[2]["item"], records_[3]["item"]] == [0, 1]
     assert records_[3]["result"] == {"ignored": True, "errorType": "RecordNotFound", "ignoreReason": "x"}
     assert records_[4]["data"] == sent and records_[4]["result"] == {"found": False}
+
+
+def test_items_of_a_shared_lookup_are_recorded_and_sampled_under_their_own_callers_trace():
+    """customer-scoring sends the lookups of scores that arrive together as one lookup-multi, each
+    item with its caller's traceparent (apinode/coalesce.py): each record names the trace of the
+    score it was made for, and is kept or dropped with that trace, not with the request's."""
+    from apinode.audit import encoded, kept
+
+    carrier = tracing.from_header(b"00-0000000100000000000000000000000a-00000000000000aa-01")
+    own = [b"00-%08x000000000000000000000001-%016x-01" % (first, n) for n, first in
+           enumerate([0x10000000, 0xF0000000, 0x20000000], start=1)]
+    for sample in (1.0, 0.5):
+        query = Query("lookup-multi", "profile", QueryLogSpec(sample=sample), 1_780_000_000.0)
+        query.trace = carrier
+        for n, header in enumerate(own):
+            query.add({"customer_id": f"C{n}"}, None, {"notFound": False}, {"traceparent": header.decode()})
+        query.add({"customer_id": "C9"}, None, {"notFound": False}, {"traceparent": "not a traceparent"})
+        written = [json.loads(line) for line in encoded(query, "customer-features", 200, None, 0.001)]
+        expected = [(f"C{n}", header.decode()[3:35], header.decode()[36:52]) for n, header in enumerate(own)
+                    if sample == 1.0 or kept(sample, header.decode()[3:35])]
+        expected.append(("C9", carrier.trace_id, carrier.parent_id))  # no valid trace of its own: the request's
+        assert [(r["data"]["customer_id"], r["traceId"], r["parentSpanId"]) for r in written] == expected, sample
+        assert {r["spanId"] for r in written} == {carrier.span_id}, "the span is customer-features' own"
+        if sample == 0.5:
+            assert [r["data"]["customer_id"] for r in written] == ["C0", "C2", "C9"], "0xF0... is not kept at 0.5"

@@ -139,7 +139,7 @@ class ApiNodeApp:
                 query.trace = tracing.from_header(value)
         if query.trace is None:
             query.trace = tracing.from_header(None)
-        query.recording = self.query_log.sampled(query.spec, query.trace)
+        query.recording = self.query_log.sampled(query.spec, query.trace, query.kind)
         query.key_id = self._keys.check(authorization)
         if content_type is not None and content_type != b"application/json" and not _json_content_type(
             content_type

@@ -13,7 +13,9 @@ a file path (appended to), or ``off``. Per endpoint, service.yaml may sample and
     query_log: {sample: 0.1, redact: [birthdate]}
 
 Sampling is decided from the trace id, so the services of one trace keep or drop its records
-together. The API key is recorded as a one-way id (``apiKeyId``), never the key.
+together. An item of a ``lookup-multi`` that carries its own ``traceparent`` in its context (the
+lookups of several scores sent as one call, coalesce.py) is recorded, and sampled, under that
+trace: the record of each lookup names the score it was made for. The API key is recorded as a one-way id (``apiKeyId``), never the key.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from . import tracing
 from .definition import DefinitionError, _Reader
 
 log = logging.getLogger("apinode")
@@ -188,7 +191,12 @@ def encoded(query: Query, service: str, status: int, error_type: str | None, sec
         "parentSpanId": trace.parent_id if trace else None,
     }
     option = orjson.OPT_APPEND_NEWLINE
+    # Sampled by trace: the request's, or an item's own when it carries one (a shared call, below).
+    sample = spec.sample
+    request_kept = sample >= 1.0 or trace is None or kept(sample, trace.trace_id)
     if not query.items:  # the request failed as a whole
+        if not request_kept:
+            return []
         body = query.body if type(query.body) is dict else {}
         record = base
         record["context"] = body.get("context")
@@ -206,6 +214,15 @@ def encoded(query: Query, service: str, status: int, error_type: str | None, sec
         record = base if single else base.copy()
         if multi:
             record["item"] = index
+            own = _item_trace(context)
+            if own is not None:  # asked for another request than the one that carried it (coalesce.py)
+                if sample < 1.0 and not kept(sample, own.trace_id):
+                    continue
+                record["traceId"], record["parentSpanId"] = own.trace_id, own.parent_id
+            elif not request_kept:
+                continue
+        elif not request_kept:
+            continue
         record[section] = _redacted(sent, redact) if redact else sent
         if full is not None:  # in the order enrichment filled them
             record["enriched"] = [name for name in full if name not in sent]
@@ -226,6 +243,24 @@ def encoded(query: Query, service: str, status: int, error_type: str | None, sec
             record["redacted"] = redacted
         out.append(prefix + orjson.dumps(record, default=str, option=option)[1:])
     return out
+
+
+def kept(sample: float, trace_id: str) -> bool:
+    """Whether the records of this trace are kept at ``sample``: decided from the trace id alone, so
+    every service of the trace decides alike."""
+    return int(trace_id[:8], 16) < sample * 0x1_0000_0000
+
+
+def _item_trace(context: Any):
+    """The trace an item of a shared ``lookup-multi`` was asked for: its context's ``traceparent``
+    (coalesce.py), checked as the header is; None when it has none or an invalid one."""
+    if type(context) is not dict:
+        return None
+    value = context.get("traceparent")
+    if type(value) is not str or len(value) > 256 or not value.isascii():
+        return None
+    trace = tracing.from_header(value.encode("ascii"))
+    return trace if trace.parent_id is not None else None  # an invalid one would start a new trace
 
 
 _STOP = object()
@@ -257,12 +292,14 @@ class QueryLog:
             return os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
         return open(self.destination, "ab", buffering=1 << 16)  # noqa: SIM115 (the writer thread owns it)
 
-    def sampled(self, spec: QueryLogSpec, trace) -> bool:
+    def sampled(self, spec: QueryLogSpec, trace, kind: str = "") -> bool:
+        """Whether this request may leave records; the items of a batch may carry their own traces
+        (coalesce.py), so a batch's are decided per item (``encoded``)."""
         if not self.enabled:
             return False
-        if spec.sample >= 1.0:
+        if spec.sample >= 1.0 or kind.endswith("-multi"):
             return True
-        return int(trace.trace_id[:8], 16) < spec.sample * 0x1_0000_0000
+        return kept(spec.sample, trace.trace_id)
 
     def submit(self, query: Query, status: int, error_type: str | None, seconds: float) -> None:
         """Render a finished query's records and hand them to the writer; never blocks, never raises."""

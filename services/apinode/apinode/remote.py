@@ -18,6 +18,7 @@ import orjson
 from .definition import RemoteSpec, ServiceDefinition, TableSpec
 from .errors import SourceUnavailable
 from .features import _checker, passthrough
+from .coalesce import Coalescer
 from .httpclient import HttpError, HttpPool
 from .ratelog import RateLimitedWarning
 
@@ -84,6 +85,8 @@ class RemoteService:
         self.failures = 0
         self.last_error: str | None = None
         self._warn = RateLimitedWarning(log)
+        # Keys asked in the same loop turn share a call (coalesce.py).
+        self._coalescer = Coalescer(self._rows_many)
 
     async def close(self) -> None:
         await self._client.close()
@@ -92,7 +95,13 @@ class RemoteService:
         """For each key mapping, the matching rows (empty when the remote reports notFound).
 
         With ``tables`` (a multi-table lookup such as ``profile``), for each key the rows by table.
+        Other callers' keys asked of the same endpoint in this loop turn may go in the same call.
         """
+        return await self._coalescer.rows_many(endpoint, keys, tables)
+
+    async def _rows_many(self, endpoint: str, keys: list[dict], tables: list[str] | None,
+                         contexts: list[dict | None] | None = None) -> list:
+        """``rows_many`` in one call; ``contexts``, one per key, go with the keys' items."""
         name = f"{self.spec.name}/{endpoint}"
         wanted = tables if tables is not None else self._endpoint_tables.get(endpoint, [])
         if not wanted or any(table not in self._checkers for table in wanted) or (
@@ -100,7 +109,12 @@ class RemoteService:
         ):  # nothing declared to check its answers against: never trust it
             raise self._down(name, "no single declared table for this endpoint", "is not declared here")
         single = len(keys) == 1
-        body = {"data": keys[0]} if single else {"items": [{"data": key} for key in keys]}
+        if single:
+            body = {"data": keys[0]}
+        elif contexts is None:
+            body = {"items": [{"data": key} for key in keys]}
+        else:
+            body = {"items": [{"data": key, "context": context} for key, context in zip(keys, contexts)]}
         path = f"/{endpoint}/lookup" if single else f"/{endpoint}/lookup-multi"
         try:
             status, content = await self._client.post(path, orjson.dumps(body), outgoing_headers())

@@ -1,0 +1,91 @@
+"""Enrichment lookups asked of one remote endpoint in the same event-loop turn go as one call.
+
+Scores that arrive together (a burst from one client, or many clients under load) each need the
+profile of their own customer. Asked one by one, every score costs customer-features a request
+and a response, and each side an event-loop wake: two thirds of a two-hop score's CPU. So the
+keys asked of the same endpoint and tables while the loop runs the current turn are gathered and
+sent, at the start of the next turn, as one ``lookup-multi`` (DataLoader's batching, for HTTP).
+A caller that is alone (a quiet service, ``c=1``) sends what it sent before (``lookup`` with one
+key, ``lookup-multi`` for a batch of its own): it waits one loop turn, not a timer.
+
+Each item of a shared call carries its caller's trace (``{"context": {"traceparent": ...}}``),
+so customer-features records every item under the trace of the score it was asked for (the
+audit link from a caller's trace to the lookups made for it holds); the request's own
+``traceparent`` header is the first caller's.
+
+What is shared is only the transport: every caller gets its own rows (the answer is split by
+position after the remote service's checks, remote.py), its own copy of a failure, and a caller
+that goes away does not disturb the others. A call holds at most ``MAX_KEYS`` keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Awaitable, Callable
+
+from . import tracing
+
+MAX_KEYS = 64  # keys in one shared call; a caller's own batch larger than this goes alone
+
+# (endpoint, keys, tables, per-key contexts or None) -> per key, the rows
+Call = Callable[[str, list[dict], "list[str] | None", "list[dict] | None"], Awaitable[list]]
+
+
+class _Batch:
+    __slots__ = ("keys", "contexts", "waiters", "traces")
+
+    def __init__(self) -> None:
+        self.keys: list[dict] = []
+        self.contexts: list[dict | None] = []
+        self.waiters: list[tuple[int, int, asyncio.Future]] = []  # (first key, key count, the caller's)
+        self.traces: set[str] = set()
+
+
+class Coalescer:
+    """Gathers one remote service's lookups per (endpoint, tables) for the next loop turn."""
+
+    def __init__(self, call: Call, max_keys: int = MAX_KEYS) -> None:
+        self._call, self._max = call, max_keys
+        self._open: dict[tuple, _Batch] = {}
+        self._running: set[asyncio.Task] = set()  # the calls under way (a task must be referenced)
+
+    async def rows_many(self, endpoint: str, keys: list[dict], tables: list[str] | None) -> list:
+        shared = (endpoint, None if tables is None else tuple(tables))
+        loop = asyncio.get_running_loop()
+        batch = self._open.get(shared)
+        if batch is None or len(batch.keys) + len(keys) > self._max:
+            batch = self._open[shared] = _Batch()
+            loop.call_soon(self._send, shared, batch)
+        trace = tracing.current.get()
+        context = None if trace is None else {"traceparent": trace.traceparent()}
+        batch.traces.add(context["traceparent"] if context else "")
+        future = loop.create_future()
+        batch.waiters.append((len(batch.keys), len(keys), future))
+        batch.keys.extend(keys)
+        batch.contexts.extend([context] * len(keys))
+        return await future
+
+    def _send(self, shared: tuple, batch: _Batch) -> None:
+        if self._open.get(shared) is batch:
+            del self._open[shared]
+        task = asyncio.get_running_loop().create_task(self._flush(shared, batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _flush(self, shared: tuple, batch: _Batch) -> None:
+        endpoint, tables = shared
+        # One caller's trace (or none): the call is what that caller would have sent alone.
+        contexts = batch.contexts if len(batch.traces) > 1 else None
+        try:
+            rows = await self._call(endpoint, batch.keys, None if tables is None else list(tables), contexts)
+        except BaseException as error:  # every caller gets its own copy; cancelled ones are gone
+            for _, _, future in batch.waiters:
+                if not future.done():
+                    future.set_exception(copy.copy(error) if isinstance(error, Exception) else error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for start, count, future in batch.waiters:
+            if not future.done():
+                future.set_result(rows[start : start + count])

@@ -1,0 +1,171 @@
+"""Lookups asked of customer-features in the same event-loop turn share one call (apinode/coalesce.py),
+and sharing the transport shares nothing else: each caller its own rows, its own trace on its
+items, its own copy of a failure; a caller that goes away leaves the others their answer.
+
+A fake customer-features on 127.0.0.1 answers every key it is asked with a row of that key (or
+not found for ``C9999999``), and records each request it gets: path, traceparent header, body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from apinode import tracing
+from apinode.coalesce import MAX_KEYS
+from apinode.definition import RemoteSpec
+from apinode.errors import SourceUnavailable
+from apinode.loader import load_definition
+from apinode.remote import RemoteService, expected_tables
+from tests.apinode_proc import SCORING_DIR
+
+DEFINITION = load_definition(SCORING_DIR, {"APINODE_FEATURES_API_KEY": "k"})
+COLUMNS = {c.name: None for t in ("demographics", "behavior") for c in DEFINITION.tables[t].columns}
+TABLES = ["demographics", "behavior"]
+MISSING = "C9999999"
+
+
+class FakeFeatures:
+    """customer-features' profile endpoint, answering per key; ``swap`` answers two results in the
+    wrong order, ``status`` other than 200 refuses every call."""
+
+    def __init__(self, status: int = 200, swap: bool = False) -> None:
+        self.status, self.swap = status, swap
+        self.requests: list[tuple[str, bytes | None, dict]] = []
+
+    async def __aenter__(self) -> RemoteService:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.remote = RemoteService(RemoteSpec("customer-features", f"http://127.0.0.1:{port}", "k", 5.0, 8),
+                                    expected_tables(DEFINITION, "customer-features"))
+        return self.remote
+
+    async def __aexit__(self, *exc) -> None:
+        await self.remote.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+    def _result(self, key: dict) -> dict:
+        if key["customer_id"] == MISSING:
+            return {"data": {"customer_id": MISSING}, "notFound": True, "notFoundIn": TABLES}
+        return {"data": {**COLUMNS, "customer_id": key["customer_id"], "region": "wales"}, "notFound": False,
+                "notFoundIn": []}
+
+    async def _handle(self, reader, writer) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+                body = orjson.loads(await reader.readexactly(int(headers["content-length"])))
+                path = lines[0].split()[1].rsplit("/", 2)
+                self.requests.append(("/".join(path[-2:]), headers.get("traceparent"), body))
+                items = [body["data"]] if "data" in body else [item["data"] for item in body["items"]]
+                results = [self._result(key) for key in items]
+                if self.swap and len(results) > 1:
+                    results[0], results[1] = results[1], results[0]
+                answer = orjson.dumps({"results": results})
+                reason = b"OK" if self.status == 200 else b"Oops"
+                writer.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                             % (self.status, reason, len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+async def _asked_by(remote: RemoteService, customer: str, trace_header: bytes | None) -> tuple:
+    """One score's lookup, in its own task and trace, as the scoring route makes it."""
+    if trace_header is not None:
+        tracing.current.set(tracing.from_header(trace_header))
+    trace = tracing.current.get()
+    (rows,) = await remote.rows_many("profile", [{"customer_id": customer}], TABLES)
+    return rows, trace
+
+
+def _header(n: int) -> bytes:
+    return b"00-%032x-%016x-01" % (0xABC000 + n, 0xDEF000 + n)
+
+
+def test_scores_asked_in_one_loop_turn_share_one_call_each_item_under_its_callers_trace():
+    fake = FakeFeatures()
+    customers = [f"C{n:07d}" for n in range(1, 8)] + [MISSING]
+
+    async def run():
+        async with fake as remote:
+            return await asyncio.gather(*(_asked_by(remote, c, _header(n)) for n, c in enumerate(customers)))
+
+    answers = asyncio.run(run())
+    assert len(fake.requests) == 1, "eight scores of one turn: one call"
+    path, header, body = fake.requests[0]
+    assert path == "profile/lookup-multi"
+    assert [item["data"] for item in body["items"]] == [{"customer_id": c} for c in customers]
+    assert [item["context"] for item in body["items"]] == [
+        {"traceparent": trace.traceparent()} for _, trace in answers]
+    assert header == answers[0][1].traceparent(), "the request itself goes under the first caller's trace"
+    for customer, (rows, _) in zip(customers, answers):
+        if customer == MISSING:
+            assert rows == {"demographics": [], "behavior": []}
+        else:
+            assert rows["demographics"][0]["customer_id"] == customer and rows["behavior"][0]["customer_id"] == customer
+
+
+def test_a_caller_alone_sends_what_it_sent_before():
+    fake = FakeFeatures()
+
+    async def run():
+        async with fake as remote:
+            _, trace = await _asked_by(remote, "C0000001", _header(1))
+            await remote.rows_many("profile", [{"customer_id": "C0000002"}, {"customer_id": "C0000003"}], TABLES)
+            return trace
+
+    trace = asyncio.run(run())
+    (single_path, single_header, single), (batch_path, _, batch) = fake.requests
+    assert (single_path, single, single_header) == ("profile/lookup", {"data": {"customer_id": "C0000001"}},
+                                                    trace.traceparent())
+    assert batch_path == "profile/lookup-multi" and all(set(item) == {"data"} for item in batch["items"])
+
+
+@pytest.mark.parametrize("fake", [FakeFeatures(status=500), FakeFeatures(swap=True)], ids=["refused", "rows swapped"])
+def test_a_shared_call_that_fails_fails_every_caller_with_its_own_503(fake):
+    """Also when the peer answers the callers' rows in the wrong order: one caller must never be
+    given another's customer (remote.py checks each row's key against the key asked)."""
+
+    async def run():
+        async with fake as remote:
+            return await asyncio.gather(*(_asked_by(remote, f"C{n:07d}", _header(n)) for n in range(1, 5)),
+                                        return_exceptions=True)
+
+    errors = asyncio.run(run())
+    assert len(fake.requests) == 1
+    assert all(isinstance(error, SourceUnavailable) and error.status == 503 for error in errors), errors
+    assert len({id(error) for error in errors}) == len(errors), "each caller raises its own exception"
+
+
+def test_a_caller_that_goes_away_leaves_the_others_their_rows():
+    fake = FakeFeatures()
+
+    async def run():
+        async with fake as remote:
+            tasks = [asyncio.create_task(_asked_by(remote, f"C{n:07d}", _header(n))) for n in range(1, 5)]
+            await asyncio.sleep(0)  # every caller has asked; the call is not made yet
+            tasks[1].cancel()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+    first, gone, *rest = asyncio.run(run())
+    assert isinstance(gone, asyncio.CancelledError)
+    assert [rows["demographics"][0]["customer_id"] for rows, _ in (first, *rest)] == ["C0000001", "C0000003", "C0000004"]
+
+
+def test_a_shared_call_holds_at_most_max_keys():
+    fake = FakeFeatures()
+    callers = MAX_KEYS + 36
+
+    async def run():
+        async with fake as remote:
+            return await asyncio.gather(*(_asked_by(remote, f"C{n:07d}", _header(n)) for n in range(1, callers + 1)))
+
+    answers = asyncio.run(run())
+    assert [len(body["items"]) for _, _, body in fake.requests] == [MAX_KEYS, 36]
+    assert [rows["behavior"][0]["customer_id"] for rows, _ in answers] == [f"C{n:07d}" for n in range(1, callers + 1)]
