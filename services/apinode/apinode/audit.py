@@ -15,7 +15,8 @@ a file path (appended to), or ``off``. Per endpoint, service.yaml may sample and
 Sampling is decided from the trace id, so the services of one trace keep or drop its records
 together. An item of a ``lookup-multi`` that carries its own ``traceparent`` in its context (the
 lookups of several scores sent as one call, coalesce.py) is recorded, and sampled, under that
-trace: the record of each lookup names the score it was made for. The API key is recorded as a one-way id (``apiKeyId``), never the key.
+trace: the record of each lookup names the score it was made for. The API key is recorded as a
+one-way id (``apiKeyId``), never the key.
 """
 
 from __future__ import annotations

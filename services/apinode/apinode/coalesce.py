@@ -38,7 +38,8 @@ class _Batch:
     def __init__(self) -> None:
         self.keys: list[dict] = []
         self.contexts: list[dict | None] = []
-        self.waiters: list[tuple[int, int, asyncio.Future]] = []  # (first key, key count, the caller's)
+        # (first key, key count, the caller's future: None for the first caller, who makes the call)
+        self.waiters: list[tuple[int, int, asyncio.Future | None]] = []
         self.traces: set[str] = set()
 
 
@@ -48,44 +49,68 @@ class Coalescer:
     def __init__(self, call: Call, max_keys: int = MAX_KEYS) -> None:
         self._call, self._max = call, max_keys
         self._open: dict[tuple, _Batch] = {}
-        self._running: set[asyncio.Task] = set()  # the calls under way (a task must be referenced)
+        self._running: set[asyncio.Task] = set()  # calls handed over (a task must be referenced)
 
     async def rows_many(self, endpoint: str, keys: list[dict], tables: list[str] | None) -> list:
         shared = (endpoint, None if tables is None else tuple(tables))
-        loop = asyncio.get_running_loop()
         batch = self._open.get(shared)
-        if batch is None or len(batch.keys) + len(keys) > self._max:
-            batch = self._open[shared] = _Batch()
-            loop.call_soon(self._send, shared, batch)
+        if batch is not None and len(batch.keys) + len(keys) <= self._max:
+            future = asyncio.get_running_loop().create_future()
+            self._join(batch, keys, future)
+            return await future  # the first caller's call answers it
+        # The first caller of this turn: wait one loop turn for the others, then make the call.
+        batch = self._open[shared] = _Batch()
+        self._join(batch, keys, None)
+        try:
+            await asyncio.sleep(0)
+            if self._open.get(shared) is batch:
+                del self._open[shared]
+            rows = await self._send(shared, batch)
+        except asyncio.CancelledError:  # this caller went away: the others still need the call
+            if self._open.get(shared) is batch:
+                del self._open[shared]
+            if any(not future.done() for _, _, future in batch.waiters[1:]):
+                task = asyncio.get_running_loop().create_task(self._handed_over(shared, batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            raise
+        return rows[:len(keys)]
+
+    async def _handed_over(self, shared: tuple, batch: _Batch) -> None:
+        """The call of a batch whose first caller went away, for the others."""
+        try:
+            await self._send(shared, batch)
+        except asyncio.CancelledError:  # shutting down: nobody will answer them
+            for _, _, future in batch.waiters:
+                if future is not None:
+                    future.cancel()
+            raise
+        except Exception:  # each caller has its copy
+            pass
+
+    @staticmethod
+    def _join(batch: _Batch, keys: list[dict], future: asyncio.Future | None) -> None:
         trace = tracing.current.get()
         context = None if trace is None else {"traceparent": trace.traceparent()}
         batch.traces.add(context["traceparent"] if context else "")
-        future = loop.create_future()
-        batch.waiters.append((len(batch.keys), len(keys), future))
+        start = len(batch.keys)
+        batch.waiters.append((start, len(keys), future))
         batch.keys.extend(keys)
         batch.contexts.extend([context] * len(keys))
-        return await future
 
-    def _send(self, shared: tuple, batch: _Batch) -> None:
-        if self._open.get(shared) is batch:
-            del self._open[shared]
-        task = asyncio.get_running_loop().create_task(self._flush(shared, batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _flush(self, shared: tuple, batch: _Batch) -> None:
+    async def _send(self, shared: tuple, batch: _Batch) -> list:
+        """The batch's call; the callers who joined it get their share of the answer, or of a failure."""
         endpoint, tables = shared
         # One caller's trace (or none): the call is what that caller would have sent alone.
         contexts = batch.contexts if len(batch.traces) > 1 else None
         try:
             rows = await self._call(endpoint, batch.keys, None if tables is None else list(tables), contexts)
-        except BaseException as error:  # every caller gets its own copy; cancelled ones are gone
+        except Exception as error:  # every caller gets its own copy
             for _, _, future in batch.waiters:
-                if not future.done():
-                    future.set_exception(copy.copy(error) if isinstance(error, Exception) else error)
-            if not isinstance(error, Exception):
-                raise
-            return
+                if future is not None and not future.done():
+                    future.set_exception(copy.copy(error))
+            raise
         for start, count, future in batch.waiters:
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_result(rows[start : start + count])
+        return rows
