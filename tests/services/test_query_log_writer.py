@@ -194,3 +194,17 @@ def test_items_of_a_shared_lookup_are_recorded_and_sampled_under_their_own_calle
         assert {r["spanId"] for r in written} == {carrier.span_id}, "the span is customer-features' own"
         if sample == 0.5:
             assert [r["data"]["customer_id"] for r in written] == ["C0", "C2", "C9"], "0xF0... is not kept at 0.5"
+
+
+def test_a_traceparent_in_a_prediction_items_context_is_only_context():
+    """Only lookups are shared calls (coalesce.py): a predict-multi item whose caller-supplied
+    context happens to hold a traceparent keeps the request's trace."""
+    from apinode.audit import encoded
+
+    query = Query("predict-multi", "high-spender", QueryLogSpec(), 1_780_000_000.0)
+    query.trace = tracing.from_header(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    other = "00-0000000100000000000000000000000a-00000000000000aa-01"
+    query.add({"customer_id": "C1"}, None, {"prediction": "1", "probas": {"0": 0.4, "1": 0.6}}, {"traceparent": other})
+    (line,) = encoded(query, "customer-scoring", 200, None, 0.001)
+    record = json.loads(line)
+    assert record["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736" and record["context"] == {"traceparent": other}

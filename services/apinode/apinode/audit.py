@@ -215,7 +215,7 @@ def encoded(query: Query, service: str, status: int, error_type: str | None, sec
         record = base if single else base.copy()
         if multi:
             record["item"] = index
-            own = _item_trace(context)
+            own = _item_trace(context) if section == "data" else None  # lookups only (coalesce.py)
             if own is not None:  # asked for another request than the one that carried it (coalesce.py)
                 if sample < 1.0 and not kept(sample, own.trace_id):
                     continue
@@ -294,11 +294,11 @@ class QueryLog:
         return open(self.destination, "ab", buffering=1 << 16)  # noqa: SIM115 (the writer thread owns it)
 
     def sampled(self, spec: QueryLogSpec, trace, kind: str = "") -> bool:
-        """Whether this request may leave records; the items of a batch may carry their own traces
-        (coalesce.py), so a batch's are decided per item (``encoded``)."""
+        """Whether this request may leave records; the items of a lookup batch may carry their own
+        traces (coalesce.py), so a lookup batch's are decided per item (``encoded``)."""
         if not self.enabled:
             return False
-        if spec.sample >= 1.0 or kind.endswith("-multi"):
+        if spec.sample >= 1.0 or kind == "lookup-multi":
             return True
         return kept(spec.sample, trace.trace_id)
 
