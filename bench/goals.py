@@ -25,6 +25,11 @@ BASELINE_TOLERANCE = 0.05
 PER_CPU = "requests_per_cpu_s"
 
 
+def turns_key(workload: str, first: str, second: str) -> str:
+    """Where ``results["paired"]`` keeps the ratios of ``first`` over ``second`` run in turns."""
+    return f"{workload}:{first}/{second}"
+
+
 def _point(results: dict, workload: str, system: str, concurrency: int) -> dict | None:
     for point in results["workloads"].get(workload, {}).get(system, []):
         if point["concurrency"] == concurrency:
@@ -54,7 +59,7 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
         mine, theirs = p(workload, ours, 8), p(other_workload or workload, other, 8)
         wall, cpu = _ratio(mine, theirs), _ratio(mine, theirs, PER_CPU)
         measured = f"{fmt_ratio(cpu)} per CPU-second (req/s: {fmt_ratio(wall)})"
-        turns = paired.get(f"{workload}:{ours}/{other}")
+        turns = paired.get(turns_key(workload, ours, other))
         if turns:  # both also run in turns, seconds apart: the median of those ratios is judged
             measured = (f"{turns['median']:.3f}× per CPU-second, median of {len(turns['ratios'])} runs in "
                         f"turns ({', '.join(f'{r:.2f}' for r in turns['ratios'])}); sweeps minutes apart: {measured}")
@@ -83,7 +88,7 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
             return
         measured = (f"{100 * (1 - cpu):.1f}% fewer per CPU-second ({mine[PER_CPU]:,.0f} against "
                     f"{plain[PER_CPU]:,.0f}; req/s: {100 * (1 - _ratio(mine, plain)):.1f}%)")
-        turns = paired.get(f"{workload}:{system}/{system}-off")
+        turns = paired.get(turns_key(workload, system, f"{system}-off"))
         if turns:  # judged by the median of the turns' ratios; the best runs of each beside it
             cpu = turns["median"]
             measured = (f"{100 * (1 - cpu):.1f}% fewer per CPU-second, median of {len(turns['ratios'])} runs in "
@@ -143,7 +148,7 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
     for label, (workload, system), (base_workload, base), before in BASELINE["rows"]:
         ratio = _ratio(p(workload, system, 8), p(base_workload, base, 8), PER_CPU)
         measured = "n/a" if math.isnan(ratio) else f"{fmt_ratio(ratio)} per CPU-second against {fmt_ratio(before)}"
-        turns = paired.get(f"{workload}:{system}/{base}") if workload == base_workload else None
+        turns = paired.get(turns_key(workload, system, base)) if workload == base_workload else None
         if turns:  # the same two in turns (see ratio_goal)
             ratio = turns["median"]
             measured = f"{ratio:.3f}× per CPU-second against {fmt_ratio(before)} (median of runs in turns; sweeps: {measured})"

@@ -23,9 +23,8 @@ from bench.cores import LOAD_CORE, NICE, SERVER_CORE, UPSTREAM_CORE, pinned
 from bench.facts import histogram_shares, machine, request_count, revisions, server_histogram
 from bench.load import Target, run_wrk
 from bench.procs import Server, ServerSpec, Servers, free_ports
+from bench.goals import PER_CPU, turns_key
 from bench.redis_store import RedisServer, redis_binary
-
-PER_CPU = "requests_per_cpu_s"
 
 CONCURRENCIES = (1, 8, 32)
 CUSTOMERS_1M = 1_000_000
@@ -246,7 +245,7 @@ class Bench:
                     best[system] = point
             ratios.append(round(turn[0] / turn[1], 4) if turn[1] else 0.0)
         first, second = specs
-        self.results.setdefault("paired", {})[f"{workload}:{first}/{second}"] = {
+        self.results.setdefault("paired", {})[turns_key(workload, first, second)] = {
             "ratios": ratios, "median": round(statistics.median(ratios), 4)}
         print(f"  in turns, {first} / {second} per CPU-s: {', '.join(f'{r:.3f}' for r in ratios)}", flush=True)
         if record:

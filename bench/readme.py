@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench.goals import PER_CPU, _point, _ratio, fmt_ratio
+from bench.goals import PER_CPU, _point, _ratio, fmt_ratio, turns_key
 
 BEGIN, END = "<!-- bench:table -->", "<!-- /bench:table -->"
 
@@ -63,7 +63,8 @@ def table(results: dict) -> list[str]:
     bare_score = _ratio(p("score", "ours-bundled", 8), p("score", "bare", 8), PER_CPU)
     two_hop = _ratio(p("score", "ours-2hop", 8), p("score", "ours-bundled", 8), PER_CPU)
     turns = results.get("paired", {})
-    in_turns = [turns.get(key, {}).get("median") for key in ("lookup:ours/bare", "score:ours-bundled/bare")]
+    in_turns = [turns.get(turns_key(*key), {}).get("median")
+                for key in (("lookup", "ours", "bare"), ("score", "ours-bundled", "bare"))]
     measured = (f"{fmt_ratio(in_turns[0])} (lookup) and {fmt_ratio(in_turns[1])} (bundled scoring) of its throughput "
                 f"per CPU-second, run in turns with it (the sweeps, minutes apart: {fmt_ratio(bare_lookup)} and "
                 f"{fmt_ratio(bare_score)})" if all(in_turns) else

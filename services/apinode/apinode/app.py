@@ -285,7 +285,7 @@ class ApiNodeApp:
     def _record(self, query: Query, status: int, error_type: str | None, seconds: float) -> None:
         if query.trace is None:  # refused before its headers were read (405, 503 while loading)
             query.trace = tracing.from_header(None)
-            query.recording = self.query_log.sampled(query.spec, query.trace)
+            query.recording = self.query_log.sampled(query.spec, query.trace, query.kind)
         if query.recording:
             self.query_log.submit(query, status, error_type, seconds)
 

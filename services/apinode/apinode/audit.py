@@ -215,13 +215,12 @@ def encoded(query: Query, service: str, status: int, error_type: str | None, sec
         record = base if single else base.copy()
         if multi:
             record["item"] = index
-            own = _item_trace(context) if section == "data" else None  # lookups only (coalesce.py)
-            if own is not None:  # asked for another request than the one that carried it (coalesce.py)
-                if sample < 1.0 and not kept(sample, own.trace_id):
-                    continue
-                record["traceId"], record["parentSpanId"] = own.trace_id, own.parent_id
-            elif not request_kept:
+        # A lookup batch's item may have been asked for another request than this (coalesce.py).
+        own = _item_trace(context) if kind == "lookup-multi" else None
+        if own is not None:
+            if sample < 1.0 and not kept(sample, own.trace_id):
                 continue
+            record["traceId"], record["parentSpanId"] = own.trace_id, own.parent_id
         elif not request_kept:
             continue
         record[section] = _redacted(sent, redact) if redact else sent
