@@ -208,3 +208,41 @@ def test_a_traceparent_in_a_prediction_items_context_is_only_context():
     (line,) = encoded(query, "customer-scoring", 200, None, 0.001)
     record = json.loads(line)
     assert record["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736" and record["context"] == {"traceparent": other}
+
+
+def test_a_single_query_and_the_same_item_in_a_batch_record_the_same_fields():
+    """A lookup or predict of one item is rendered by its own short path: its record must say what a
+    batch's record of the same item says (but the item's index), redaction and enrichment included."""
+    from apinode.audit import encoded
+
+    spec = QueryLogSpec(redact=frozenset({"birthdate"}))
+    sent = {"customer_id": "C0000001", "birthdate": "1990-01-01"}
+    full = {**sent, "age": 41}
+    trace = tracing.from_header(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    for kind, result in [("predict", {"prediction": "1", "probas": {"0": 0.2, "1": 0.8}, "probaPercentile": 91}),
+                         ("predict", {"ignored": True, "errorType": "RecordNotFound", "ignoreReason": "x"}),
+                         ("lookup", {"data": {}, "notFound": False, "notFoundIn": ["behavior"]})]:
+        rendered = []
+        for this_kind in (kind, kind + "-multi"):
+            query = Query(this_kind, "e", spec, 1_780_000_000.5)
+            query.trace = trace
+            query.generation, query.key_id = "2", "k-aa"
+            query.add(sent, full, result, {"n": 1})
+            (line,) = encoded(query, "svc", 200, None, 0.001)
+            rendered.append(json.loads(line))
+        single, batch = rendered
+        assert batch.pop("item") == 0 and batch.pop("kind") == kind + "-multi" and single.pop("kind") == kind
+        assert list(single.items()) == list(batch.items()), (single, batch)
+        assert "1990-01-01" not in json.dumps(single) and single["redacted"] == ["birthdate"]
+
+
+def test_record_times_are_right_to_the_millisecond_as_the_clock_moves_on_and_back():
+    """A record's time is formatted once per millisecond: each must still be its own."""
+    from apinode.audit import _time
+
+    base = 1_780_000_000  # 2026-05-28T20:26:40Z
+    walls = [base + 0.0004, base + 0.0009, base + 0.0011, base + 0.9995, base + 1.0, base + 0.5, base + 86_400.25]
+    assert [_time(wall) for wall in walls] == [
+        "2026-05-28T20:26:40.000Z", "2026-05-28T20:26:40.000Z", "2026-05-28T20:26:40.001Z",
+        "2026-05-28T20:26:40.999Z", "2026-05-28T20:26:41.000Z", "2026-05-28T20:26:40.500Z",
+        "2026-05-29T20:26:40.250Z"]

@@ -136,16 +136,22 @@ def _redacted(values: Any, redact: frozenset[str]) -> Any:
     return {k: v for k, v in values.items() if k not in redact}
 
 
-_second = [-1, ""]  # the last second formatted: records arrive in bursts within one second
+_milli = [-1, ""]  # the last millisecond formatted: records arrive many to a millisecond under load
+_second = [-1, ""]  # the last second's date and time
 
 
 def _time(wall: float) -> str:
-    """ISO 8601 UTC with milliseconds; the date and time part is formatted once per second."""
-    second = int(wall)
-    if second != _second[0]:
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second[0] = second
-    return f"{_second[1]}.{int((wall - second) * 1000):03d}Z"
+    """ISO 8601 UTC with milliseconds (truncated); formatted once per millisecond, the date and time
+    part once per second (0.2 µs a record instead of 0.75)."""
+    milli = int(wall * 1000)
+    if milli != _milli[0]:
+        second = milli // 1000
+        if second != _second[0]:
+            _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            _second[0] = second
+        _milli[1] = f"{_second[1]}.{milli % 1000:03d}Z"
+        _milli[0] = milli
+    return _milli[1]
 
 
 _HEADS: dict[tuple, bytes] = {}  # the encoded fields a record shares with its endpoint's others
@@ -173,15 +179,28 @@ def encoded(query: Query, service: str, status: int, error_type: str | None, sec
     time, service, endpoint, kind, generation, apiKeyId, status, errorType, durationMs, traceId,
     spanId, parentSpanId, then the item's fields, enrichment, result, context and redaction.
 
-    The fields shared by an endpoint's records are encoded once (``_head``), the time once per
-    record and the rest with one ``orjson.dumps``: less work than building the whole object and
-    encoding it per record."""
+    A query of one item (a lookup, a predict) is one object and one ``orjson.dumps``. A batch's
+    items share the fields of their endpoint, encoded once (``_head``), and the time."""
     trace = query.trace
     spec = query.spec
-    redact, redacted = spec.redact, spec.redacted
     kind = query.kind
     multi = kind.endswith("-multi")
     section = "data" if kind.startswith("lookup") else "features"
+    option = orjson.OPT_APPEND_NEWLINE
+    # Sampled by trace: the request's, or an item's own when it carries one (a shared call, below).
+    sample = spec.sample
+    request_kept = sample >= 1.0 or trace is None or kept(sample, trace.trace_id)
+    items = query.items
+    if len(items) == 1 and not multi:  # the common case, in about 1.5 µs
+        if not request_kept:
+            return []
+        record = {"time": _time(query.wall), "service": service, "endpoint": query.endpoint, "kind": kind,
+                  "generation": query.generation, "apiKeyId": query.key_id, "status": status,
+                  "errorType": error_type, "durationMs": int(seconds * 1_000_000) / 1000,
+                  "traceId": trace.trace_id if trace else None, "spanId": trace.span_id if trace else None,
+                  "parentSpanId": trace.parent_id if trace else None}
+        _item_fields(record, section, spec, *items[0])
+        return [orjson.dumps(record, default=str, option=option)]
     prefix = b'{"time":"' + _time(query.wall).encode() + b'",' + _head(service, query)
     base = {
         "status": status,
@@ -191,58 +210,60 @@ def encoded(query: Query, service: str, status: int, error_type: str | None, sec
         "spanId": trace.span_id if trace else None,
         "parentSpanId": trace.parent_id if trace else None,
     }
-    option = orjson.OPT_APPEND_NEWLINE
-    # Sampled by trace: the request's, or an item's own when it carries one (a shared call, below).
-    sample = spec.sample
-    request_kept = sample >= 1.0 or trace is None or kept(sample, trace.trace_id)
-    if not query.items:  # the request failed as a whole
+    if not items:  # the request failed as a whole
         if not request_kept:
             return []
         body = query.body if type(query.body) is dict else {}
         record = base
         record["context"] = body.get("context")
         if multi:
-            items = body.get("items")
-            record["items"] = len(items) if type(items) is list else None
+            sent = body.get("items")
+            record["items"] = len(sent) if type(sent) is list else None
         else:
-            record[section] = _redacted(body.get(section), redact)
-        if redacted:
-            record["redacted"] = redacted
+            record[section] = _redacted(body.get(section), spec.redact)
+        if spec.redacted:
+            record["redacted"] = spec.redacted
         return [prefix + orjson.dumps(record, default=str, option=option)[1:]]
     out = []
-    single = len(query.items) == 1
-    for index, (sent, full, result, context) in enumerate(query.items):
-        record = base if single else base.copy()
+    for index, item in enumerate(items):
+        record = base.copy()
         if multi:
             record["item"] = index
         # A lookup batch's item may have been asked for another request than this (coalesce.py).
-        own = _item_trace(context) if kind == "lookup-multi" else None
+        own = _item_trace(item[3]) if kind == "lookup-multi" else None
         if own is not None:
             if sample < 1.0 and not kept(sample, own.trace_id):
                 continue
             record["traceId"], record["parentSpanId"] = own.trace_id, own.parent_id
         elif not request_kept:
             continue
-        record[section] = _redacted(sent, redact) if redact else sent
-        if full is not None:  # in the order enrichment filled them
-            record["enriched"] = [name for name in full if name not in sent]
-        if section == "data":
-            record["result"] = {"found": not result.get("notFound", False)}
-            if "notFoundIn" in result:  # a lookup over several tables (profile)
-                record["result"]["notFoundIn"] = result["notFoundIn"]
-        elif result.get("ignored"):
-            record["result"] = {"ignored": True, "errorType": result.get("errorType"),
-                                "ignoreReason": result.get("ignoreReason")}
-        else:
-            answer = record["result"] = {"prediction": result["prediction"], "probas": result["probas"]}
-            for extra in ("probaPercentile", "explanations"):
-                if extra in result:
-                    answer[extra] = result[extra]
-        record["context"] = context
-        if redacted:
-            record["redacted"] = redacted
+        _item_fields(record, section, spec, *item)
         out.append(prefix + orjson.dumps(record, default=str, option=option)[1:])
     return out
+
+
+def _item_fields(record: dict, section: str, spec: QueryLogSpec, sent: Any, full: dict | None, result: dict,
+                 context: Any) -> None:
+    """An answered item's part of its record: its fields as sent (redacted), what enrichment added,
+    the result, the context."""
+    record[section] = _redacted(sent, spec.redact) if spec.redact else sent
+    if full is not None:  # in the order enrichment filled them
+        record["enriched"] = [name for name in full if name not in sent]
+    if section == "data":
+        found = record["result"] = {"found": not result.get("notFound", False)}
+        if "notFoundIn" in result:  # a lookup over several tables (profile)
+            found["notFoundIn"] = result["notFoundIn"]
+    elif result.get("ignored"):
+        record["result"] = {"ignored": True, "errorType": result.get("errorType"),
+                            "ignoreReason": result.get("ignoreReason")}
+    else:
+        answer = record["result"] = {"prediction": result["prediction"], "probas": result["probas"]}
+        for extra in ("probaPercentile", "explanations"):
+            if extra in result:
+                answer[extra] = result[extra]
+    record["context"] = context
+    if spec.redacted:
+        record["redacted"] = spec.redacted
 
 
 def kept(sample: float, trace_id: str) -> bool:
@@ -314,7 +335,8 @@ class QueryLog:
             self.failed += 1
             log.exception("query log: cannot render a record")
             return
-        self._queue.put(lines)
+        if lines:  # bytes, which the collector does not track, rather than a list it would
+            self._queue.put(lines[0] if len(lines) == 1 else b"".join(lines))
 
     def _run(self) -> None:
         stream, get = self._stream, self._queue.get
@@ -329,19 +351,18 @@ class QueryLog:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            lines = []
-            for entry in batch:
-                if entry is _STOP:
-                    stopping = True
-                    continue
-                lines += entry
+            if _STOP in batch:
+                stopping = True
+                batch = [entry for entry in batch if entry is not _STOP]
+            data = b"".join(batch)
+            count = data.count(b"\n")  # one per record: JSON strings carry their newlines escaped
             try:
-                stream.write(b"".join(lines))
+                stream.write(data)
                 stream.flush()
-                self.written += len(lines)
+                self.written += count
             except (OSError, ValueError) as error:
-                self.failed += len(lines)
-                if self.failed == len(lines) or self.failed % 10_000 < len(lines):
+                self.failed += count
+                if self.failed == count or self.failed % 10_000 < count:
                     log.error("query log: cannot write to %s: %s", self.destination, error)
 
     def close(self, timeout: float = 5.0) -> None:
