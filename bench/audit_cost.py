@@ -100,10 +100,7 @@ def audit_work_us(count: int = 5000, repeats: int = 5) -> tuple[float, float]:
         loop_side.append((time.thread_time() - started) / count * 1e6)
         queued = [log._queue.get_nowait() for _ in range(count)]
         started = time.thread_time()
-        lines: list[bytes] = []
-        for entry in queued:
-            lines += entry
-        b"".join(lines)
+        b"".join(queued).count(b"\n")  # the writer's batch: one bytes per query, records counted
         writer.append((time.thread_time() - started) / count * 1e6)
     return min(loop_side), min(writer)
 

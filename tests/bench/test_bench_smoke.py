@@ -206,3 +206,12 @@ def test_micro_served_path_measures_answered_requests_only():
     assert served_us(features, protocol, raw(b"k"), calls=20, repeats=1) > 0
     with pytest.raises(RuntimeError, match="HTTP/1.1 40"):
         served_us(features, protocol, raw(b"wrong"), calls=20, repeats=1)
+
+
+def test_audit_cost_times_the_hand_off_of_the_records_the_writer_is_given():
+    """bench/audit_cost.py takes what submit queued as the writer does (one bytes per query): it
+    broke silently when the queue's entries changed from lists to bytes."""
+    from bench.audit_cost import audit_work_us
+
+    loop_side, writer = audit_work_us(count=20, repeats=1)
+    assert loop_side > 0 and writer > 0
