@@ -1,8 +1,9 @@
 """The goals the benchmark judges, each with its measured figure and verdict, from one run's figures.
 
 Throughput goals are judged per server CPU-second (the figure other jobs on a shared machine
-move least); the req/s ratio is shown beside it. A goal whose figure is missing is "not
-measured", with the reason in the measured column.
+move least); the req/s ratio is shown beside it. A goal comparing two systems is judged side by
+side (both loaded at once, bench/side.py) when the run has it, else in turns. A goal whose figure
+is missing is "not measured", with the reason in the measured column.
 """
 
 from __future__ import annotations
@@ -47,11 +48,29 @@ def fmt_ratio(value: float) -> str:
     return "n/a" if math.isnan(value) else (f"{value:.1f}×" if value >= 10 else f"{value:.2f}×")
 
 
+def _judged(key: str, paired: dict, side: dict, cpu: float, measured: str, rest: str, head, each) -> tuple[float, str]:
+    """The figure a goal comparing two systems is judged by, and its text: the median of the bursts
+    side by side (bench/side.py) when the run has them, else of the runs in turns, else ``cpu``
+    (the sweeps, or the best runs: ``rest``); each figure the run has is shown."""
+    turns, both = paired.get(key), side.get(key)
+    if turns:
+        measured = (f"{head(turns['median'])} per CPU-second, median of {len(turns['ratios'])} runs in turns "
+                    f"({', '.join(map(each, turns['ratios']))}); {rest}: {measured}")
+        cpu = turns["median"]
+    if both:
+        measured = (f"{head(both['median'])} per CPU-second, median of {len(both['ratios'])} bursts side by side "
+                    f"({', '.join(map(each, both['ratios']))}); {measured}")
+        cpu = both["median"]
+    return cpu, measured
+
+
 def goals(results: dict) -> list[tuple[str, str, bool | None]]:
     """(goal, measured, holds) for each goal; None when not measured."""
     p = lambda workload, system, c: _point(results, workload, system, c)
     servers, rows = results.get("servers", {}), []
-    paired = results.get("paired", {})
+    paired, side = results.get("paired", {}), results.get("side_by_side", {})
+    times = (lambda r: f"{r:.3f}×"), (lambda r: f"{r:.2f}")
+    fewer = (lambda r: f"{100 * (1 - r):.1f}% fewer"), (lambda r: f"{100 * (1 - r):.1f}%")
     micro = results.get("micro", {})
 
     def ratio_goal(text: str, workload: str, ours: str, other: str, at_least: float,
@@ -59,11 +78,8 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
         mine, theirs = p(workload, ours, 8), p(other_workload or workload, other, 8)
         wall, cpu = _ratio(mine, theirs), _ratio(mine, theirs, PER_CPU)
         measured = f"{fmt_ratio(cpu)} per CPU-second (req/s: {fmt_ratio(wall)})"
-        turns = paired.get(turns_key(workload, ours, other))
-        if turns:  # both also run in turns, seconds apart: the median of those ratios is judged
-            measured = (f"{turns['median']:.3f}× per CPU-second, median of {len(turns['ratios'])} runs in "
-                        f"turns ({', '.join(f'{r:.2f}' for r in turns['ratios'])}); sweeps minutes apart: {measured}")
-            cpu = turns["median"]
+        cpu, measured = _judged(turns_key(workload, ours, other), paired, side, cpu, measured,
+                                "sweeps minutes apart", *times)
         rows.append((text, measured, None if math.isnan(cpu) else cpu >= at_least))
 
     def latency_goal(text: str, workload: str, system: str, key: str, limit: float) -> None:
@@ -88,11 +104,8 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
             return
         measured = (f"{100 * (1 - cpu):.1f}% fewer per CPU-second ({mine[PER_CPU]:,.0f} against "
                     f"{plain[PER_CPU]:,.0f}; req/s: {100 * (1 - _ratio(mine, plain)):.1f}%)")
-        turns = paired.get(turns_key(workload, system, f"{system}-off"))
-        if turns:  # judged by the median of the turns' ratios; the best runs of each beside it
-            cpu = turns["median"]
-            measured = (f"{100 * (1 - cpu):.1f}% fewer per CPU-second, median of {len(turns['ratios'])} runs in "
-                        f"turns ({', '.join(f'{100 * (1 - r):.1f}%' for r in turns['ratios'])}); best runs: {measured}")
+        cpu, measured = _judged(turns_key(workload, system, f"{system}-off"), paired, side, cpu, measured,
+                                "best runs", *fewer)
         rows.append((text, measured, 1 - cpu <= at_most))
 
     def times_goal(text: str, system: str, at_most: float) -> None:
@@ -148,10 +161,10 @@ def goals(results: dict) -> list[tuple[str, str, bool | None]]:
     for label, (workload, system), (base_workload, base), before in BASELINE["rows"]:
         ratio = _ratio(p(workload, system, 8), p(base_workload, base, 8), PER_CPU)
         measured = "n/a" if math.isnan(ratio) else f"{fmt_ratio(ratio)} per CPU-second against {fmt_ratio(before)}"
-        turns = paired.get(turns_key(workload, system, base)) if workload == base_workload else None
-        if turns:  # the same two in turns (see ratio_goal)
-            ratio = turns["median"]
-            measured = f"{ratio:.3f}× per CPU-second against {fmt_ratio(before)} (median of runs in turns; sweeps: {measured})"
+        key = turns_key(workload, system, base)
+        if workload == base_workload and (key in paired or key in side):  # as ratio_goal judges them
+            ratio, how = _judged(key, paired, side, ratio, measured, "sweeps", *times)
+            measured = f"{ratio:.3f}× per CPU-second against {fmt_ratio(before)} ({how})"
         rows.append((f"no slower than on {BASELINE['date']}: {label} at c=8 (within {100 * BASELINE_TOLERANCE:.0f}%)",
                      measured, None if math.isnan(ratio) else ratio >= before * (1 - BASELINE_TOLERANCE)))
     for name, label in (("features", "customer-features"), ("scoring", "customer-scoring")):

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import peers, profile
+from bench import peers, profile, side
 from bench import workloads as w
 from bench.cores import LOAD_CORE, NICE, SERVER_CORE, UPSTREAM_CORE, pinned
 from bench.facts import histogram_shares, machine, request_count, revisions, server_histogram
@@ -222,6 +222,26 @@ class Bench:
             "ours-querylog": w.features(layout, name="features-querylog", extra_env=on),
             "ours-querylog-off": w.features(layout, name="features-querylog-off")})
         log_file.unlink(missing_ok=True)
+        # The verdicts: the same pairs side by side (bench/side.py), which the machine's drift moves least.
+        self.side_by_side("score", {
+            "ours-bundled-querylog": lambda: (w.scoring(layout, remote=False, extra_env=on, name="scoring-querylog-side"),
+                                              w.score_ours()),
+            "ours-bundled-querylog-off": lambda: (w.scoring(layout, remote=False, name="scoring-querylog-off-side"),
+                                                  w.score_ours())})
+        log_file.unlink(missing_ok=True)
+        self.side_by_side("lookup", {
+            "ours-querylog": lambda: (w.features(layout, name="features-querylog-side", extra_env=on), w.lookup_ours()),
+            "ours-querylog-off": lambda: (w.features(layout, name="features-querylog-off-side"), w.lookup_ours())})
+        log_file.unlink(missing_ok=True)
+
+    def side_by_side(self, workload: str, systems: dict) -> None:
+        """Two systems loaded at once in bursts (bench/side.py); their ratio goes to ``results["side_by_side"]``."""
+        figures = side.measure(systems, self.logs, self.layout.out / "side", self.customers)
+        self.results.setdefault("side_by_side", {})[turns_key(workload, *systems)] = figures
+        self.save()
+        first, second = systems
+        print(f"  side by side, {first} / {second} per CPU-s: {', '.join(f'{r:.3f}' for r in figures['ratios'])}"
+              f" (median {figures['median']:.3f}, {figures['errors']} errors)", flush=True)
 
     def paired(self, workload: str, target: Target, specs: dict[str, ServerSpec], record: bool = True) -> None:
         """Two systems at c=8, started in turns ``turns`` times: the best point of each is kept as its
@@ -263,6 +283,11 @@ class Bench:
         self.paired("score", w.score_ours(), {
             "ours-bundled": w.scoring(layout, remote=False, name="scoring-turns"),
             "bare": (w.bare(layout, name="bare-turns"), w.score_bare())}, record=False)
+        self.side_by_side("lookup", {"ours": lambda: (w.features(layout, name="features-side"), w.lookup_ours()),
+                                     "bare": lambda: (w.bare(layout, name="bare-side"), w.lookup_bare())})
+        self.side_by_side("score", {
+            "ours-bundled": lambda: (w.scoring(layout, remote=False, name="scoring-side"), w.score_ours()),
+            "bare": lambda: (w.bare(layout, name="bare-side"), w.score_bare())})
 
     def run_peers(self, feast_repo: Path, mlflow_model: Path, mlflow_rows: list[dict]) -> None:
         layout = self.layout
