@@ -1,12 +1,13 @@
 """Query audit records: one JSON line per answered query (each item of a batch), written off the
 event loop by one thread, so a slow or broken destination never slows or fails a query.
 
-A record is rendered on the event loop as its query ends, after the answer was sent (2.6 µs for
-a query of one item): the writer's queue then holds bytes, and the request's body and answer are
-freed at once. Held until the writer's next batch, they outlived thousands of requests into the
-collector's older generations: over 30,000 lookups, 287, 26 and 2 collections of generations 0, 1
-and 2 (1.7 µs a lookup), against 31, 2 and 0 (0.1 µs) rendered at once, and 1, 0, 0 with records
-off.
+A record is rendered on the event loop as its query ends, after the answer was sent (2-2.5 µs
+for a query of one item in a warm loop, 5-6 µs inside a serving process, where the whole lookup is
+as much slower; bench/optimizations.md, eighth round): the writer's queue then holds bytes, and
+the request's body and answer are freed at once. Held until the writer's next batch, they
+outlived thousands of requests into the collector's older generations: over 30,000 lookups, 287,
+26 and 2 collections of generations 0, 1 and 2 (1.7 µs a lookup), against 31, 2 and 0 (0.1 µs)
+rendered at once, and 1, 0, 0 with records off.
 
 Destination ``APINODE_QUERY_LOG``: ``stdout`` (the default, for the cluster's log pipeline),
 a file path (appended to), or ``off``. Per endpoint, service.yaml may sample and redact::
