@@ -246,3 +246,24 @@ def test_record_times_are_right_to_the_millisecond_as_the_clock_moves_on_and_bac
         "2026-05-28T20:26:40.000Z", "2026-05-28T20:26:40.000Z", "2026-05-28T20:26:40.001Z",
         "2026-05-28T20:26:40.999Z", "2026-05-28T20:26:41.000Z", "2026-05-28T20:26:40.500Z",
         "2026-05-29T20:26:40.250Z"]
+
+
+def test_sampling_keeps_exactly_the_traces_whose_first_eight_hex_digits_are_below_the_share():
+    """The decision is made by comparing text (no parse per request): it must keep exactly the
+    traces the definition keeps, int(first 8 hex digits) < sample × 2^32, so every service of a
+    trace still decides alike: at the threshold, one below and above it, the ends of the range,
+    shares next to 0 and 1, and random ids."""
+    import random
+
+    from apinode.audit import kept
+
+    rng = random.Random(18)
+    samples = (0.0, 1e-12, 2**-32, 0.1, 0.25, 1 / 3, 0.5, 0.999, 1 - 2**-33, 1 - 2**-40, 1.0)
+    for sample in samples:
+        limit = int(sample * 2**32)
+        prefixes = {0, 1, 0xFFFFFFFF, 0xFFFFFFFE} | {p for p in (limit - 1, limit, limit + 1) if 0 <= p < 2**32}
+        prefixes |= {rng.getrandbits(32) for _ in range(2000)}
+        for prefix in prefixes:
+            for rest in ("0" * 24, "f" * 24, f"{rng.getrandbits(96):024x}"):
+                trace_id = f"{prefix:08x}{rest}"
+                assert kept(sample, trace_id) == (prefix < sample * 0x1_0000_0000), (sample, trace_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import queue
 import sys
@@ -268,10 +269,30 @@ def _item_fields(record: dict, section: str, spec: QueryLogSpec, sent: Any, full
         record["redacted"] = spec.redacted
 
 
+_THRESHOLDS: dict[float, str] = {}  # per sample share, the trace ids below which records are kept
+
+
+def _threshold(sample: float) -> str:
+    limit = math.ceil(sample * 0x1_0000_0000)  # an 8-digit prefix x is kept when x < sample × 2^32
+    return "g" if limit >= 0x1_0000_0000 else f"{limit:08x}"  # "g" sorts after every hex digit
+
+
 def kept(sample: float, trace_id: str) -> bool:
     """Whether the records of this trace are kept at ``sample``: decided from the trace id alone, so
-    every service of the trace decides alike."""
-    return int(trace_id[:8], 16) < sample * 0x1_0000_0000
+    every service of the trace decides alike: kept when its first 8 hex digits, as a number, are
+    below ``sample`` × 2^32.
+
+    Compared as text, with no slice and no parse: lower-case hex digits of one width sort as their
+    values, and an id whose first 8 digits equal the threshold sorts after it, as it should (x < x
+    is false). Trace ids are lower-case hex (tracing.py makes them and checks the caller's). In a
+    serving process the parse cost 3 % of a lookup with the log on and nothing kept (side by side,
+    0.96 against 0.99 without it; bench/optimizations.md, eighth round)."""
+    threshold = _THRESHOLDS.get(sample)
+    if threshold is None:
+        if len(_THRESHOLDS) > 64:  # one per endpoint's share: bounded anyway
+            _THRESHOLDS.clear()
+        threshold = _THRESHOLDS[sample] = _threshold(sample)
+    return trace_id < threshold
 
 
 def _item_trace(context: Any):
