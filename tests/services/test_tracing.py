@@ -56,3 +56,61 @@ def test_log_lines_carry_the_trace_id_of_the_request_being_served():
         logger.removeHandler(handler)
     assert stream.getvalue().splitlines() == ["WARNING trace=-: outside a request", f"WARNING trace={TRACE}: while serving"]
     assert tracing.outgoing_headers() == b""
+
+
+def test_ids_this_service_makes_are_drawn_once_when_first_read_and_then_kept():
+    """A new trace's id and our span's are drawn when first read (not per request): whichever is
+    read first, both come from one draw and never change; a continued trace keeps the caller's
+    ids and draws only our span."""
+    fresh = tracing.from_header(None)
+    span = fresh.span_id
+    assert len(span) == 16 and len(fresh.trace_id) == 32
+    assert fresh.traceparent() == f"00-{fresh.trace_id}-{span}-01" and fresh.span_id == span
+    other = tracing.from_header(None)
+    assert other.trace_id != fresh.trace_id and other.span_id != span
+    continued = tracing.from_header(f"00-{TRACE}-{PARENT}-01".encode())
+    ours = continued.span_id
+    assert (continued.trace_id, continued.parent_id) == (TRACE, PARENT) and ours not in (PARENT, span)
+    assert continued.span_id == ours and continued.traceparent() == f"00-{TRACE}-{ours}-01"
+
+
+@pytest.mark.parametrize("destination, draws", [("off", 0), ("file", 1)])
+def test_a_lookup_draws_its_ids_only_when_something_reads_them(tmp_path, monkeypatch, destination, draws):
+    """With records off a lookup that logs nothing and calls no one draws no id (drawing cost
+    5-6 % of a served lookup); with records on its record reads them: one draw, and the record
+    carries the ids the trace kept."""
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from apinode.app import create_app
+    from apinode.settings import load_settings
+
+    features = Path(__file__).resolve().parents[2] / "services" / "customer-features"
+    log_file = tmp_path / "queries.jsonl"
+    env = {"APINODE_API_KEYS": "k", "APINODE_QUERY_LOG": "off" if destination == "off" else str(log_file)}
+    app = create_app(load_settings(features, env))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(app.runtime.start())
+    app.query_log.start()
+    calls = []
+    real = tracing._new_id
+    monkeypatch.setattr(tracing, "_new_id", lambda size: calls.append(size) or real(size))
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"data":{"customer_id":"C0000042"}}', "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/public/api/v1/customer-features/demographics/lookup",
+             "headers": [(b"authorization", b"Bearer k")], "query_string": b""}
+    loop.run_until_complete(app(scope, receive, send))
+    app.query_log.close()
+    loop.close()
+    assert sent[0]["status"] == 200, sent
+    assert len(calls) == draws, calls
+    if draws:
+        (record,) = [json.loads(line) for line in log_file.read_text().splitlines()]
+        assert len(record["traceId"]) == 32 and len(record["spanId"]) == 16 and record["parentSpanId"] is None

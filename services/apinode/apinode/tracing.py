@@ -20,12 +20,37 @@ _ZERO_SPAN = b"0" * 16
 
 
 class Trace:
-    """This request's place in a trace: the trace id, the caller's span (if any) and our own span."""
+    """This request's place in a trace: the trace id, the caller's span (if any) and our own span.
 
-    __slots__ = ("trace_id", "parent_id", "span_id", "flags")
+    Ids this service makes (a new trace's, our span's) are drawn when first read, not per
+    request: a lookup that writes no record, logs nothing and calls no one never needs them, and
+    drawing and formatting them cost 5-6 % of a served lookup (side by side, bench/side.py;
+    bench/optimizations.md, eighth round). ``None`` for ``trace_id`` or ``span_id`` means "draw
+    on first read"; once read, an id stays the same."""
 
-    def __init__(self, trace_id: str, parent_id: str | None, span_id: str, flags: str) -> None:
-        self.trace_id, self.parent_id, self.span_id, self.flags = trace_id, parent_id, span_id, flags
+    __slots__ = ("_trace_id", "parent_id", "_span_id", "flags")
+
+    def __init__(self, trace_id: str | None, parent_id: str | None, span_id: str | None, flags: str) -> None:
+        self._trace_id, self.parent_id, self._span_id, self.flags = trace_id, parent_id, span_id, flags
+
+    def _draw(self) -> None:
+        ids = _new_id(24)  # a new trace's id and our span's from one draw
+        self._trace_id, self._span_id = ids[:32], ids[32:]
+
+    @property
+    def trace_id(self) -> str:
+        if self._trace_id is None:
+            self._draw()
+        return self._trace_id
+
+    @property
+    def span_id(self) -> str:
+        if self._span_id is None:
+            if self._trace_id is None:
+                self._draw()
+            else:  # the caller's trace, continued: only our span is ours to draw
+                self._span_id = _new_id(8)
+        return self._span_id
 
     @property
     def sampled(self) -> bool:
@@ -59,9 +84,8 @@ def from_header(value: bytes | None) -> Trace:
                 and parent_id != _ZERO_SPAN
                 and not (version == b"00" and extra)
             ):
-                return Trace(trace_id.decode(), parent_id.decode(), _new_id(8), flags.decode())
-    ids = _new_id(24)  # a trace id and a span id from one draw
-    return Trace(ids[:32], None, ids[32:], "01")
+                return Trace(trace_id.decode(), parent_id.decode(), None, flags.decode())
+    return Trace(None, None, None, "01")  # a new trace, its ids drawn when first read
 
 
 current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("apinode_trace", default=None)
