@@ -283,7 +283,7 @@ class Bench:
         self.paired("score", w.score_ours(), {
             "ours-bundled": w.scoring(layout, remote=False, name="scoring-turns"),
             "bare": (w.bare(layout, name="bare-turns"), w.score_bare())}, record=False)
-        # Shown beside the turns: a lower bound for ours (bench/side.py says why).
+        # The verdicts for these two (bench/goals.py, _judged); the turns above are shown beside.
         self.side_by_side("lookup", {"ours": lambda: (w.features(layout, name="features-side"), w.lookup_ours()),
                                      "bare": lambda: (w.bare(layout, name="bare-side"), w.lookup_bare())})
         self.side_by_side("score", {

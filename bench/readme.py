@@ -62,12 +62,14 @@ def table(results: dict) -> list[str]:
     bare_lookup = _ratio(p("lookup", "ours", 8), p("lookup", "bare", 8), PER_CPU)
     bare_score = _ratio(p("score", "ours-bundled", 8), p("score", "bare", 8), PER_CPU)
     two_hop = _ratio(p("score", "ours-2hop", 8), p("score", "ours-bundled", 8), PER_CPU)
-    turns = results.get("paired", {})
-    in_turns = [turns.get(turns_key(*key), {}).get("median")
-                for key in (("lookup", "ours", "bare"), ("score", "ours-bundled", "bare"))]
-    measured = (f"{fmt_ratio(in_turns[0])} (lookup) and {fmt_ratio(in_turns[1])} (bundled scoring) of its throughput "
-                f"per CPU-second, run in turns with it (the sweeps, minutes apart: {fmt_ratio(bare_lookup)} and "
-                f"{fmt_ratio(bare_score)})" if all(in_turns) else
+    keys = (("lookup", "ours", "bare"), ("score", "ours-bundled", "bare"))
+    side, turns = results.get("side_by_side", {}), results.get("paired", {})
+    how, pairs = ("run side by side with it", side) if all(turns_key(*key) in side for key in keys) else (
+        "run in turns with it", turns)
+    in_pairs = [pairs.get(turns_key(*key), {}).get("median") for key in keys]
+    measured = (f"{fmt_ratio(in_pairs[0])} (lookup) and {fmt_ratio(in_pairs[1])} (bundled scoring) of its throughput "
+                f"per CPU-second, {how} (the sweeps, minutes apart: {fmt_ratio(bare_lookup)} and "
+                f"{fmt_ratio(bare_score)})" if all(in_pairs) else
                 f"{fmt_ratio(bare_lookup)} (lookup) and {fmt_ratio(bare_score)} (bundled scoring) of its throughput "
                 "per CPU-second")
     sentence = (f"Against a bare ASGI handler doing the same lookup and ONNX call on the same server stack (no auth, "

@@ -189,11 +189,11 @@ def write(results: dict, path: Path, png: Path, readme: Path | None = None) -> N
         "",
         f"- date: {results.get('date')}; wall time of the run: {results.get('wall_s')} s; "
         f"{results.get('seconds_per_point')} s per measured run after a 1 s warm-up, best of "
-        f"{results.get('repeats', 1)} runs per point (highest req/s); a feature's cost (query records on against "
-        "off) is judged on the two servers run side by side, both loaded at once in short bursts (`bench/side.py`), "
-        "by the median of the bursts' per-CPU-second ratios; ours against the bare reference on "
-        f"{results.get('turns', 1)} runs of the two started in turns, seconds apart, by the median of their ratios "
-        "(the machine's speed drifts by up to a quarter within the minute; the other figures are shown beside)",
+        f"{results.get('repeats', 1)} runs per point (highest req/s); the goals that compare two setups (query "
+        "records on against off, ours against the bare reference) are judged on the two run side by side, both "
+        "loaded at once in short bursts (`bench/side.py`), by the median of the bursts' per-CPU-second ratios "
+        f"(the machine's speed drifts by up to a quarter within the minute); {results.get('turns', 1)} runs of the "
+        "two started in turns, seconds apart, and the sweeps minutes apart are shown beside",
         f"- code: checkout {results.get('commit')}; runtime at `{results.get('runtime_commit')}`"
         f"{' with uncommitted edits' if results.get('runtime_edited') else ''}",
         f"- machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB, "

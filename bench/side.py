@@ -11,10 +11,9 @@ eight bursts of one pair stay within about ±3 % of their median, and the same s
 
 What it measures: each system's CPU-efficiency while it shares the core with the other, one
 process each, as two pods on one node share it. Each is loaded below its own peak (the load core
-drives both). For one program with a feature on and off the two disturb each other alike, so
-their ratio is the feature's cost. For two programs they do not: the one with the larger working
-set (ours, against the bare reference) loses more to the other's use of the caches, so the
-ratio is a lower bound for it, shown beside the turns that judge that goal (bench/goals.py).
+drives both). For one program with a feature on and off the two disturb each other alike (the
+same server twice: 0.98-1.04). Two programs (ours, the bare reference) might not; two runs of
+record put this figure below the turns once and above them once (bench/goals.py, ``_judged``).
 """
 
 from __future__ import annotations
