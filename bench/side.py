@@ -6,7 +6,7 @@ are a few per cent apart, and this machine's speed moves by a quarter within a m
 turns, seconds apart, three turns of the same two servers gave a records cost of 15-20 % in one
 run and 2-19 % in the next (bench/optimizations.md, sixth round). Side by side, both share the
 server core in the same seconds, so whatever the machine does to one it does to the other: the
-eight bursts of one pair stay within about ±3 % of their median, and the same server twice gives
+eight bursts of one pair stay within about ±5 % of their median, and the same server twice gives
 0.98-1.04 (eighth round).
 
 What it measures: each system's CPU-efficiency while it shares the core with the other, one
@@ -57,16 +57,17 @@ def measure(systems: dict[str, Builder], logs: Path, workdir: Path, customers: i
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)  # one wrk script each
     per_cpu: list[list[float]] = [[], []]
-    ratios, errors = [], [0]
+    ratios, errors = [], 0
     with Servers([spec for spec, _ in built], logs) as servers, ThreadPoolExecutor(2) as pool:
 
         def burst(length: float) -> list[float]:
+            nonlocal errors
             before = [server.cpu_seconds() for server in servers]
             runs = [pool.submit(run_wrk, target, 8, length, customers, folder)
                     for (_, target), folder in zip(built, folders)]
             results = [run.result() for run in runs]
             cpu = [server.cpu_seconds() - start for server, start in zip(servers, before)]
-            errors[0] += sum(result.errors for result in results)
+            errors += sum(result.errors for result in results)
             return [result.requests / spent if spent > 0 else 0.0 for result, spent in zip(results, cpu)]
 
         burst(1.0)  # warm both
@@ -76,4 +77,4 @@ def measure(systems: dict[str, Builder], logs: Path, workdir: Path, customers: i
             per_cpu[1].append(round(second, 1))
             ratios.append(round(first / second, 4) if second else 0.0)
     return {"ratios": ratios, "median": round(statistics.median(ratios), 4), "seconds": seconds,
-            "per_cpu": dict(zip(systems, per_cpu)), "errors": errors[0]}
+            "per_cpu": dict(zip(systems, per_cpu)), "errors": errors}

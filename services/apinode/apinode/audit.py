@@ -23,6 +23,7 @@ one-way id (``apiKeyId``), never the key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -269,10 +270,9 @@ def _item_fields(record: dict, section: str, spec: QueryLogSpec, sent: Any, full
         record["redacted"] = spec.redacted
 
 
-_THRESHOLDS: dict[float, str] = {}  # per sample share, the trace ids below which records are kept
-
-
+@functools.lru_cache(maxsize=64)  # one per endpoint's share
 def _threshold(sample: float) -> str:
+    """The trace ids below which records are kept at ``sample``."""
     limit = math.ceil(sample * 0x1_0000_0000)  # an 8-digit prefix x is kept when x < sample × 2^32
     return "g" if limit >= 0x1_0000_0000 else f"{limit:08x}"  # "g" sorts after every hex digit
 
@@ -287,12 +287,7 @@ def kept(sample: float, trace_id: str) -> bool:
     is false). Trace ids are lower-case hex (tracing.py makes them and checks the caller's). In a
     serving process the parse cost 3 % of a lookup with the log on and nothing kept (side by side,
     0.96 against 0.99 without it; bench/optimizations.md, eighth round)."""
-    threshold = _THRESHOLDS.get(sample)
-    if threshold is None:
-        if len(_THRESHOLDS) > 64:  # one per endpoint's share: bounded anyway
-            _THRESHOLDS.clear()
-        threshold = _THRESHOLDS[sample] = _threshold(sample)
-    return trace_id < threshold
+    return trace_id < _threshold(sample)
 
 
 def _item_trace(context: Any):
