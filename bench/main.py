@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import peers, profile, side
+from bench import peers, profile, repeat, side
 from bench import workloads as w
 from bench.cores import LOAD_CORE, NICE, SERVER_CORE, UPSTREAM_CORE, pinned
 from bench.facts import histogram_shares, machine, request_count, revisions, server_histogram
@@ -28,7 +28,7 @@ from bench.redis_store import RedisServer, redis_binary
 
 CONCURRENCIES = (1, 8, 32)
 CUSTOMERS_1M = 1_000_000
-STAGES = ("bare", "ours", "turns", "peers", "ablation", "micro", "1m")
+STAGES = ("bare", "ours", "turns", "repeat", "peers", "ablation", "micro", "1m")
 
 
 class Bench:
@@ -139,6 +139,8 @@ class Bench:
             self.run_ours(with_profiles, multi_rows)
         if "turns" in stages:
             self.run_turns()
+        if "repeat" in stages:
+            self.run_repeat()
         if "peers" in stages:
             self.run_peers(feast_repo, mlflow_model, multi_rows)
         if "ablation" in stages:
@@ -290,6 +292,27 @@ class Bench:
             "ours-bundled": lambda: (w.scoring(layout, remote=False, name="scoring-side"), w.score_ours()),
             "bare": lambda: (w.bare(layout, name="bare-side"), w.score_bare())})
 
+    def run_repeat(self) -> None:
+        """Tails at c=1, ready times and explanations, each measured several times (bench/repeat.py)."""
+        layout, out = self.layout, self.layout.out
+        print(f"c=1 tails: {repeat.BURSTS} bursts of {repeat.BURST_SECONDS:g} s each, in alternation", flush=True)
+        self.results["tails"] = repeat.tails({
+            "lookup:ours": lambda: (w.features(layout, name="features-tails"), w.lookup_ours()),
+            "lookup:bare": lambda: (w.bare(layout, name="bare-tails-lookup"), w.lookup_bare()),
+            "score:ours-bundled": lambda: (w.scoring(layout, remote=False, name="scoring-tails"), w.score_ours()),
+            "score:bare": lambda: (w.bare(layout, name="bare-tails-score"), w.score_bare())},
+            self.logs, out / "tails", self.customers)
+        for name, figure in self.results["tails"].items():
+            print(f"  {name}: p99 {', '.join(f'{v:.3f}' for v in figure['p99_ms'])} ms", flush=True)
+        self.results["starts"] = repeat.starts({
+            "features": lambda: w.features(layout, name="features-start"),
+            "scoring": lambda: w.scoring(layout, remote=False, name="scoring-start")}, self.logs)
+        print(f"  starts: {({name: f['starts_s'] for name, f in self.results['starts'].items()})}", flush=True)
+        self.results["explain_side"] = repeat.explanations(layout, self.logs, out / "side", self.customers)
+        for kind, figure in self.results["explain_side"].items():
+            print(f"  side by side, plain / {kind} per CPU-s: median {figure['median']:.2f}", flush=True)
+        self.save()
+
     def run_peers(self, feast_repo: Path, mlflow_model: Path, mlflow_rows: list[dict]) -> None:
         layout = self.layout
         print("peers: mlflow serve, feast serve (sqlite) and the chain, then the same on Redis", flush=True)
@@ -367,10 +390,9 @@ class Bench:
                             "--out", str(service / "data")], check=True, cwd=self.layout.root, timeout=600,
                            env={**os.environ, "PYTHONPATH": self._pythonpath()}, stdout=subprocess.DEVNULL)
         shutil.copyfile(self.layout.features_dir / "service.yaml", service / "service.yaml")
-        figures = {}
-        for label, folder in (("100k", self.layout.features_dir), ("1m", service)):
-            with Servers([w.features(self.layout, folder, name=f"features-{label}")], self.logs) as (server,):
-                figures[label] = {"ready_s": round(server.ready_seconds, 3), "rss_mib": round(server.rss_mib(), 1)}
+        figures = repeat.starts({label: lambda folder=folder, label=label: w.features(
+            self.layout, folder, name=f"features-{label}") for label, folder in (
+            ("100k", self.layout.features_dir), ("1m", service))}, self.logs)
         figures["added_mib"] = round(figures["1m"]["rss_mib"] - figures["100k"]["rss_mib"], 1)
         print(f"1M bundle: {figures}", flush=True)
         return figures

@@ -193,7 +193,10 @@ def write(results: dict, path: Path, png: Path, readme: Path | None = None) -> N
         "records on against off, ours against the bare reference) are judged on the two run side by side, both "
         "loaded at once in short bursts (`bench/side.py`), by the median of the bursts' per-CPU-second ratios "
         f"(the machine's speed drifts by up to a quarter within the minute); {results.get('turns', 1)} runs of the "
-        "two started in turns, seconds apart, and the sweeps minutes apart are shown beside",
+        "two started in turns, seconds apart, and the sweeps minutes apart are shown beside; an explanation "
+        "against a plain predict is judged side by side too; the p99 goals at c=1 (\"on a quiet run\") by the "
+        "quietest of short bursts and the ready times by the best of several starts, each burst and start shown "
+        "(`bench/repeat.py`)",
         f"- code: checkout {results.get('commit')}; runtime at `{results.get('runtime_commit')}`"
         f"{' with uncommitted edits' if results.get('runtime_edited') else ''}",
         f"- machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB, "
