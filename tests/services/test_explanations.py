@@ -4,6 +4,7 @@ the right sign on constructed records, exact ICE values, and one model run per r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 import pytest
@@ -35,6 +36,21 @@ class CountingSession:
         self.runs += 1
         return self._session.run(*args, **kwargs)
 
+    def direct(self, fetch, feed, options):
+        """The session's C++ run, which the model calls for single rows and explanations."""
+        return self.run(fetch, feed, options)
+
+
+@contextlib.contextmanager
+def watched(model, recorder):
+    """``recorder`` stands in for the model's session, both ways the model calls it."""
+    session, run = model._session, model._run
+    model._session, model._run = recorder, recorder.direct
+    try:
+        yield recorder
+    finally:
+        model._session, model._run = session, run
+
 
 @pytest.fixture(scope="module")
 def started(fixture_services):
@@ -44,6 +60,7 @@ def started(fixture_services):
     endpoint = definition.predictions["high-spender"]
     model = runtime.models["high-spender"]
     model._session = CountingSession(model._session)
+    model._run = model._session.direct
     return PredictionHandler(definition, endpoint, runtime), model
 
 
@@ -154,12 +171,8 @@ def test_ice_equals_its_definition_over_every_background_row(started, fixture_se
         name: scores[0] - scores[1 + j * len(background) : 1 + (j + 1) * len(background)].mean()
         for j, name in enumerate(names)
     }
-    recorder = FeedRecorder(model._session)
-    model._session = recorder
-    try:
+    with watched(model, FeedRecorder(model._session)) as recorder:
         ice = explain(handler, x, "ICE")
-    finally:
-        model._session = recorder._session
     assert set(ice) == set(names)
     for name in names:
         assert ice[name] == pytest.approx(expected[name], rel=1e-9, abs=1e-12), name
@@ -189,13 +202,9 @@ def test_shapley_walks_start_from_background_scores_known_at_load(started, fixtu
     assert len(next(iter(plan.feed.values()))) == 1 + steps * features
     _, probabilities = model.run(plan.feed)
     (expected,) = plan.read(model.positive(probabilities), None)
-    recorder = FeedRecorder(model._session)
-    model._session = recorder
-    try:
+    with watched(model, FeedRecorder(model._session)) as recorder:
         (scored,), (answered,) = model.explain(model.explainer.plan(settings, [x]), [x])
         explain(handler, x, "SHAPLEY", count=features, steps=steps)  # the same through the endpoint
-    finally:
-        model._session = recorder._session
     assert recorder.fed == [1 + steps * (features - 1)] * 2, "the record, then F - 1 hybrids per step"
     assert set(answered) == set(expected)
     for name, value in expected.items():

@@ -5,6 +5,7 @@ disagrees with onnxruntime, or a graph it cannot follow, falls back to the hybri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -70,18 +71,31 @@ class FeedRecorder:
         self.runs.append((len(next(iter(feed.values()))), list(fetch)))
         return self.session.run(fetch, feed, *args, **kwargs)
 
+    def direct(self, fetch, feed, options):
+        """The session's C++ run, which the model calls for single rows and explanations."""
+        return self.run(fetch, feed, options)
+
 
 def explain(model: Model, x: dict) -> tuple[dict, list]:
     """ICE of every input for x as the endpoint computes it, and the model runs it made."""
     settings = ExplanationSettings(
         enabled=True, method="ICE", n_explanations=11, n_monte_carlo_steps=1, max_rows=10**6
     )
-    recorder = model._session = FeedRecorder(model._session)
-    try:
+    with watched(model) as recorder:
         (answer,) = model.explain(model.explainer.plan(settings, [x]), [x])[1]
-    finally:
-        model._session = recorder.session
     return answer, recorder.runs
+
+
+@contextlib.contextmanager
+def watched(model: Model):
+    """A ``FeedRecorder`` standing in for the model's session, both ways the model calls it."""
+    session, run = model._session, model._run
+    recorder = FeedRecorder(session)
+    model._session, model._run = recorder, recorder.direct
+    try:
+        yield recorder
+    finally:
+        model._session, model._run = session, run
 
 
 @pytest.mark.parametrize("generation", sorted(MODELS))
@@ -111,11 +125,8 @@ def test_the_endpoint_explains_a_customer_from_one_model_run_on_its_record(scori
         "explanations": {"enabled": True, "method": "ICE"},
         "dispatch": {"forcedGeneration": "1"},
     }
-    recorder = model._session = FeedRecorder(model._session)
-    try:
+    with watched(model) as recorder:
         result = asyncio.run(handler.one(body, Timing(0, 0)))["result"]
-    finally:
-        model._session = recorder.session
     assert recorder.runs == [(1, ["label", "probabilities", "transformed_column"])]
     assert len(result["explanations"]) == 3 and all(np.isfinite(v) for v in result["explanations"].values())
 
@@ -199,13 +210,10 @@ def test_a_batch_is_explained_in_one_run_with_each_records_own_figures(scoring):
                                  "dispatch": dispatch}, Timing(0, 0)))["result"]["explanations"]
         for key in ids
     ]
-    recorder = model._session = FeedRecorder(model._session)
-    try:
+    with watched(model) as recorder:
         body = {"items": [{"features": {"customer_id": key}} for key in ids], "explanations": explanations,
                 "dispatch": dispatch}
         results = asyncio.run(handler.many(body, Timing(0, 0)))["results"]
-    finally:
-        model._session = recorder.session
     assert [fed for fed, _ in recorder.runs] == [len(ids)]
     for own, together in zip(alone, (result["explanations"] for result in results)):
         assert together == pytest.approx(own, abs=1e-9)
@@ -220,3 +228,23 @@ def test_trees_the_reading_cannot_follow_are_a_reason_not_a_crash():
     attribute.ints[0] = 10**6
     with pytest.raises(NotATreeModel, match="cannot follow"):
         recognize(proto.SerializeToString(), ("label", "probabilities"))
+
+
+def test_a_one_record_explanation_feeds_arrays_of_its_own_thread_never_the_event_loops(scoring):
+    """A one-record explanation fills [1, 1] arrays in place, as predict_one does; explanations that
+    need a worker thread run there while the event loop keeps scoring with predict_one's arrays,
+    so each thread must fill its own, or a score would be read with another record's values."""
+    import threading
+
+    model = scoring[1].models["high-spender"]
+    loop_arrays = {id(array) for array in model._one_feed.values()}
+    here = model._thread_row({"customer_id": "C0000001", "age": 40})
+    assert {id(array) for array in here.values()}.isdisjoint(loop_arrays)
+    assert model._thread_row({"age": 41}) is not here and model._thread_row({"age": 41})["age"] is here["age"]
+    assert float(here["age"][0, 0]) == 41.0 and np.isnan(here["orders_12m"][0, 0]) and here["region"][0, 0] == ""
+    other = {}
+    worker = threading.Thread(target=lambda: other.update(model._thread_row({"age": 50})))
+    worker.start()
+    worker.join()
+    assert {id(array) for array in other.values()}.isdisjoint({id(array) for array in here.values()} | loop_arrays)
+    assert float(here["age"][0, 0]) == 41.0 and float(other["age"][0, 0]) == 50.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,6 +95,7 @@ class Model:
         ]
         self._one_feed = {name: array for name, _, array in self._one}
         self._run = self._session._sess.run
+        self._per_thread = threading.local()
         positive = str(reference.get("positive_class", self.classes[-1]))
         if positive not in self.classes:
             raise ModelError(f"{where}: reference positive_class {positive!r} is not one of {self.classes}")
@@ -155,11 +157,32 @@ class Model:
     def explain(self, plan: Plan, rows: Sequence[dict]) -> tuple[list[tuple[str, dict]], list[dict[str, float]]]:
         """One model run on an explanation plan: the records' answers and explanations."""
         fetch = [*self._fetch, self._encoded] if plan.encoded else self._fetch
-        feed = plan.feed if plan.feed is not None else self.feed(rows)
-        labels, probabilities, *encoded = self._session.run(fetch, feed)
+        feed = plan.feed
+        if feed is None:
+            feed = self._thread_row(rows[0]) if len(rows) == 1 else self.feed(rows)
+        # The session's C++ run, as predict_one: every feed here is built with the model's dtypes.
+        labels, probabilities, *encoded = self._run(fetch, feed, None)
         probabilities = np.asarray(probabilities, dtype=np.float64)
         scored = self.answers(labels.tolist(), probabilities, len(rows))
         return scored, plan.read(self.positive(probabilities), encoded[0] if encoded else None)
+
+    def _thread_row(self, row: dict) -> dict[str, np.ndarray]:
+        """``feed([row])`` in [1, 1] arrays of this thread's own, filled in place: an explanation may
+        run on a worker thread while the event loop scores with ``predict_one``'s arrays."""
+        arrays = getattr(self._per_thread, "one", None)
+        if arrays is None:
+            arrays = self._per_thread.one = [
+                (name, is_string, np.zeros((1, 1), dtype=self._dtypes[name])) for name, is_string in self.inputs
+            ]
+        feed = {}
+        for name, is_string, array in arrays:
+            value = row.get(name)
+            if is_string:
+                array[0, 0] = value or ""
+            else:
+                array[0, 0] = math.nan if value is None else value
+            feed[name] = array
+        return feed
 
     def predict(self, rows: Sequence[dict]) -> list[tuple[str, dict[str, float]]]:
         """(prediction, probabilities by class) for each row."""
