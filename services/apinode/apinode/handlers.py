@@ -110,6 +110,7 @@ class LookupHandler:
         self._runtime = runtime
         self._max_items = definition.limits.max_batch_items
         self._empty = {c.name: None for spec in self.specs for c in spec.columns}
+        self._single = len(self.specs) == 1
         self.tables = endpoint.tables
         self._context = api_context(definition, endpoint.name)
 
@@ -119,7 +120,11 @@ class LookupHandler:
             raise MissingLookupKey(f"missing lookup key {self.key!r}", f"{where} must contain {self.key!r}")
         return clean[self.key]
 
-    def _result(self, key: object, found: list[list[dict]]) -> dict:
+    def _result(self, key: object, found: list[list[dict]], whole: bool = False) -> dict:
+        """``whole``: the rows are a table in memory's (``Table.row``: a fresh dict of every declared
+        column in order, the key among them), so one table's one row is the answer's data as it is."""
+        if whole and self._single and len(found[0]) == 1:
+            return {"data": found[0][0], "notFound": False}
         data = {**self._empty, self.key: key}
         missing = []
         for spec, rows in zip(self.specs, found):
@@ -164,16 +169,17 @@ class LookupHandler:
         timing.lap("preProcessing")
         return key
 
-    def _one_answer(self, body: dict, key: object, found: list, timing: Timing, query) -> dict:
+    def _one_answer(self, body: dict, key: object, found: list, timing: Timing, query,
+                    whole: bool = False) -> dict:
         timing.lap("enrich")
-        result = self._result(key, found)
+        result = self._result(key, found, whole)
         query.add(body["data"], None, result, body.get("context"))
         return {"results": [result], "apiContext": self._context, "timing": timing.done()}
 
     def one_now(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         """``one`` without waiting, for tables in memory (``in_memory()``)."""
         key = self._one_key(body, timing)
-        return self._one_answer(body, key, self._rows_now([key])[0], timing, query)
+        return self._one_answer(body, key, self._rows_now([key])[0], timing, query, whole=True)
 
     async def one(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         key = self._one_key(body, timing)
