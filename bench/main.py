@@ -174,8 +174,7 @@ class Bench:
             with Servers([w.scoring(layout, remote=True, name="scoring-remote-one-core")], self.logs) as (remote,):
                 self.sweep("score", "ours-2hop-one-core", w.score_ours(), [features, remote], concurrencies=(8,))
         # Two hops as deployed: two pods, here two cores (customer-features beside the load generator).
-        upstream = w.features(layout).on(UPSTREAM_CORE, "features-upstream")
-        with Servers([upstream, w.scoring(layout, remote=True)], self.logs) as (features, remote):
+        with Servers(list(w.two_hops(layout)), self.logs) as (features, remote):
             asked, scored = request_count(w.lookup_ours().base), request_count(w.score_ours().base)
             self.sweep("score", "ours-2hop", w.score_ours(), [features, remote])
             # One round trip per score: customer-features' requests per scoring request.
@@ -185,6 +184,10 @@ class Bench:
                                                          "rss_mib_load": round(remote.rss_mib(), 1)}
             if with_profiles:
                 self._profile("score-2hop", w.score_ours(), remote)
+        # The goal's verdict: two hops (both servers' CPU) and bundled scoring side by side.
+        self.side_by_side("score", {
+            "ours-2hop": lambda: (w.two_hops(layout, "-side"), w.score_ours()),
+            "ours-bundled": lambda: (w.scoring(layout, remote=False, name="scoring-bundled-side"), w.score_ours())})
 
         print("ours: customer-scoring with bundled enrichment", flush=True)
         with Servers([w.scoring(layout, remote=False)], self.logs) as (scoring,):
@@ -328,6 +331,10 @@ class Bench:
             with Servers([w.feast(layout, feast_repo).on(UPSTREAM_CORE, "feast-upstream")], self.logs) as (feast,):
                 self.sweep_chain([feast, mlflow])
             self.run_feast_redis(mlflow)
+        # "No slower" for predict-multi against MLflow: side by side too (the sweeps are minutes apart).
+        self.side_by_side("multi", {
+            "ours": lambda: (w.scoring(layout, remote=False, name="scoring-multi-side"), w.multi_ours(mlflow_rows)),
+            "mlflow": lambda: (w.mlflow(layout, mlflow_model), w.multi_mlflow(mlflow_rows))})
 
     def run_feast_redis(self, mlflow: Server) -> None:
         """Feast with its production online store: redis-server on 127.0.0.1, started and stopped here."""

@@ -30,7 +30,9 @@ from bench.procs import ServerSpec, Servers, free_ports
 BURSTS = 8
 BURST_SECONDS = 3.0
 
-Builder = Callable[[], tuple[ServerSpec, Target]]
+# A system: its server, or its servers (two hops: customer-features and the scoring that calls
+# it, their CPU summed), and the target its load is sent to.
+Builder = Callable[[], tuple["ServerSpec | tuple[ServerSpec, ...]", Target]]
 
 
 def _specs(systems: dict[str, Builder]) -> list[tuple[ServerSpec, Target]]:
@@ -52,21 +54,23 @@ def measure(systems: dict[str, Builder], logs: Path, workdir: Path, customers: i
     """The first system's requests per CPU-second over the second's, per burst, and their median."""
     if len(systems) != 2:
         raise ValueError(f"side by side compares two systems, not {len(systems)}")
-    built = _specs(systems)
+    built = [(spec if isinstance(spec, tuple) else (spec,), target) for spec, target in _specs(systems)]
     folders = [workdir / name for name in systems]
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)  # one wrk script each
     per_cpu: list[list[float]] = [[], []]
     ratios, errors = [], 0
-    with Servers([spec for spec, _ in built], logs) as servers, ThreadPoolExecutor(2) as pool:
+    with Servers([spec for specs, _ in built for spec in specs], logs) as servers, ThreadPoolExecutor(2) as pool:
+        count = len(built[0][0])
+        groups = [servers[:count], servers[count:]]
 
         def burst(length: float) -> list[float]:
             nonlocal errors
-            before = [server.cpu_seconds() for server in servers]
+            before = [sum(server.cpu_seconds() for server in group) for group in groups]
             runs = [pool.submit(run_wrk, target, 8, length, customers, folder)
                     for (_, target), folder in zip(built, folders)]
             results = [run.result() for run in runs]
-            cpu = [server.cpu_seconds() - start for server, start in zip(servers, before)]
+            cpu = [sum(server.cpu_seconds() for server in group) - start for group, start in zip(groups, before)]
             errors += sum(result.errors for result in results)
             return [result.requests / spent if spent > 0 else 0.0 for result, spent in zip(results, cpu)]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cores import UPSTREAM_CORE
 from bench.load import Target
 from bench.peers import MODEL_FEATURES, model_frame, read_table
 from bench.procs import ServerSpec
@@ -76,6 +77,13 @@ def scoring(layout: Layout, remote: bool, extra_env: dict[str, str] | None = Non
     env = {"APINODE_ENRICHMENT": "remote", "APINODE_FEATURES_URL": _url("features", ""),
            "APINODE_FEATURES_API_KEY": API_KEY} if remote else {"APINODE_ENRICHMENT": "bundled"}
     return ours(layout, "scoring", layout.scoring_dir, {**env, **(extra_env or {})}, name=name)
+
+
+def two_hops(layout: Layout, suffix: str = "") -> tuple[ServerSpec, ServerSpec]:
+    """Scoring through customer-features as deployed (two pods: here customer-features on the load
+    generator's core), on the ports of the moment: the pair one two-hop score costs the CPU of."""
+    return (features(layout).on(UPSTREAM_CORE, f"features-upstream{suffix}"),
+            scoring(layout, remote=True, name=f"scoring-remote{suffix}"))
 
 
 def has_query_log(layout: Layout) -> bool:

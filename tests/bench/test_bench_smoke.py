@@ -292,3 +292,36 @@ def test_repeat_measures_bursts_at_c1_and_several_starts_of_a_real_server(tmp_pa
     started = repeat.starts({"bare": lambda: system()[0]}, tmp_path / "logs", times=2)["bare"]
     assert len(started["starts_s"]) == 2 and started["ready_s"] == min(started["starts_s"]) > 0
     assert started["rss_mib"] == max(started["rss_mib_each"]) > 10
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("taskset") is None,
+                    reason="wrk or taskset is not installed (bench/run installs wrk)")
+def test_side_by_side_measures_a_system_of_two_servers_the_two_hops_wired_to_each_other(tmp_path):
+    """Two hops side by side with bundled scoring: the scoring of each pair must call its own
+    customer-features (fresh ports per system), or every score is a 503 and counts as an error;
+    a two-hop score costs two servers' CPU, more than a bundled one."""
+    from bench import side
+    from bench import workloads as w
+
+    layout = w.Layout(ROOT, tmp_path)
+    figures = side.measure({
+        "ours-2hop": lambda: (w.two_hops(layout, "-t"), w.score_ours()),
+        "ours-bundled": lambda: (w.scoring(layout, remote=False, name="scoring-t"), w.score_ours()),
+    }, tmp_path / "logs", tmp_path, customers=1000, bursts=2, seconds=1)
+    assert figures["errors"] == 0 and len(figures["ratios"]) == 2
+    assert all(0 < ratio < 1 for ratio in figures["ratios"]), figures
+
+
+def test_two_hops_and_predict_multi_against_mlflow_are_judged_side_by_side_when_the_run_has_it():
+    results = {
+        "workloads": {"score": {"ours-2hop": [_point(8, 3000)], "ours-bundled": [_point(8, 7000)]},
+                      "multi": {"ours": [_point(8, 1100)], "mlflow": [_point(8, 170)]}},
+        "side_by_side": {"score:ours-2hop/ours-bundled": {"ratios": [0.52, 0.53], "median": 0.525},
+                         "multi:ours/mlflow": {"ratios": [6.8, 7.0], "median": 6.9}},
+    }
+    measured = {goal: (text, holds) for goal, text, holds in report.goals(results)}
+    text, holds = measured["score via customer-features (2 hops) ≥ 0.5× bundled scoring at c=8"]
+    assert holds is True and text.startswith("0.525× per CPU-second, median of 2 bursts side by side"), text
+    assert "; 0.43× per CPU-second (req/s: 0.43×)" in text, text  # the sweeps, shown beside
+    text, holds = measured["no slower than on 2026-11-25: predict-multi ÷ MLflow serve at c=8 (within 5%)"]
+    assert holds is True and "median of 2 bursts side by side" in text and text.startswith("6.900×"), text
