@@ -178,3 +178,23 @@ def test_a_connection_lost_while_its_answer_is_held_gets_no_write(features):
         return transport.writes
 
     assert asyncio.run(run()) == []
+
+
+def test_a_held_answer_whose_write_fails_closes_its_connection_and_the_others_still_leave(features):
+    class Refusing(Peer):
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("the transport refuses the write")
+
+    async def run():
+        (first, _), (last, transport) = connections(features.app, 2)
+        broken = type(first)(config=first.config, server_state=first.server_state, app_state={})
+        refusing = Refusing()
+        broken.connection_made(refusing)  # the same server's connection, on a transport failing its writes
+        first.data_received(lookup("C0000001"))
+        broken.data_received(lookup("C0000002"))
+        last.data_received(lookup("C0000003"))
+        await next_turn()
+        return refusing.closed, transport
+
+    closed, transport = asyncio.run(run())
+    assert closed and keys_answered(transport) == ["C0000003"]

@@ -127,9 +127,14 @@ def guarded_protocol(limits: Limits, inline: dict | None = None) -> type[HttpToo
 
     def end_turn() -> None:
         turn[0] = False
-        for connection in holding:
-            connection._release()
+        connections = holding[:]
         holding.clear()
+        for connection in connections:  # each on its own: one failing write leaves the others' to go
+            try:
+                connection._release()
+            except Exception:  # a transport that refuses the write: its connection is of no more use
+                log.exception("writing a held answer failed; closing the connection")
+                connection.transport.close()
 
     # Read deadlines and the keep-alive timeout, stamped and swept (deadlines.py) rather than a
     # timer per request; uvicorn's own keep-alive timer per answer is never armed.
