@@ -26,6 +26,16 @@ def _number(value):
     return math.nan if value is None else value
 
 
+def _fill(arrays: list[tuple[str, bool, np.ndarray]], row: dict) -> None:
+    """One row's values into pre-shaped [1, 1] input arrays: missing strings '', missing numbers NaN."""
+    for name, is_string, array in arrays:
+        value = row.get(name)
+        if is_string:
+            array[0, 0] = value or ""
+        else:
+            array[0, 0] = math.nan if value is None else value
+
+
 class ModelError(ValueError):
     """A model artifact that does not fit its definition."""
 
@@ -90,9 +100,7 @@ class Model:
         # Single-row calls reuse pre-shaped [1, 1] arrays (safe: scoring runs on the event loop thread
         # only) and call the session's C++ run directly, skipping per-call input re-validation that
         # the arrays, checked at start-up, do not need: together half the cost of a one-row call.
-        self._one = [
-            (name, is_string, np.zeros((1, 1), dtype=self._dtypes[name])) for name, is_string in self.inputs
-        ]
+        self._one = self._one_arrays()
         self._one_feed = {name: array for name, _, array in self._one}
         self._run = self._session._sess.run
         self._per_thread = threading.local()
@@ -117,12 +125,7 @@ class Model:
 
     def predict_one(self, row: dict) -> tuple[str, dict[str, float]]:
         """``predict([row])[0]``, for the latency-critical single-record call."""
-        for name, is_string, array in self._one:
-            value = row.get(name)
-            if is_string:
-                array[0, 0] = value or ""
-            else:
-                array[0, 0] = math.nan if value is None else value
+        _fill(self._one, row)
         labels, probabilities = self._run(self._fetch, self._one_feed, None)
         return str(labels.item(0)), dict(zip(self.classes, probabilities[0].tolist()))
 
@@ -171,18 +174,12 @@ class Model:
         run on a worker thread while the event loop scores with ``predict_one``'s arrays."""
         arrays = getattr(self._per_thread, "one", None)
         if arrays is None:
-            arrays = self._per_thread.one = [
-                (name, is_string, np.zeros((1, 1), dtype=self._dtypes[name])) for name, is_string in self.inputs
-            ]
-        feed = {}
-        for name, is_string, array in arrays:
-            value = row.get(name)
-            if is_string:
-                array[0, 0] = value or ""
-            else:
-                array[0, 0] = math.nan if value is None else value
-            feed[name] = array
-        return feed
+            arrays = self._per_thread.one = self._one_arrays()
+        _fill(arrays, row)
+        return {name: array for name, _, array in arrays}
+
+    def _one_arrays(self) -> list[tuple[str, bool, np.ndarray]]:
+        return [(name, is_string, np.zeros((1, 1), dtype=self._dtypes[name])) for name, is_string in self.inputs]
 
     def predict(self, rows: Sequence[dict]) -> list[tuple[str, dict[str, float]]]:
         """(prediction, probabilities by class) for each row."""
