@@ -248,3 +248,132 @@ def test_a_one_record_explanation_feeds_arrays_of_its_own_thread_never_the_event
     worker.join()
     assert {id(array) for array in other.values()}.isdisjoint({id(array) for array in here.values()} | loop_arrays)
     assert float(here["age"][0, 0]) == 41.0 and float(other["age"][0, 0]) == 50.0
+
+
+# SHAPLEY of a tree ensemble: its hybrid rows made in the trees' encoded input, scored by the trees
+# alone (explanations.py, ``_encoded_shapley``).
+
+
+def shapley_settings(steps: int) -> ExplanationSettings:
+    return ExplanationSettings(enabled=True, method="SHAPLEY", n_explanations=11, n_monte_carlo_steps=steps,
+                               max_rows=10**6)
+
+
+def raw_shapley(model: Model, rows: list[dict], steps: int) -> list[dict]:
+    """SHAPLEY from the raw hybrid rows, each encoded by the whole model: the general path."""
+    plan = model.explainer.plan(shapley_settings(steps), rows, hybrid=True)
+    _, probabilities = model.run(plan.feed)
+    return plan.read(model.positive(probabilities), None)
+
+
+@contextlib.contextmanager
+def trees_watched(model: Model):
+    """The rows fed to the trees-alone session, and what it was asked for."""
+    run, fed = model._trees_run, []
+
+    def recording(fetch, feed, options):
+        (encoded,) = feed.values()
+        fed.append((encoded.shape, list(fetch)))
+        return run(fetch, feed, options)
+
+    model._trees_run = recording
+    try:
+        yield fed
+    finally:
+        model._trees_run = run
+
+
+@pytest.mark.parametrize("generation", sorted(MODELS))
+@pytest.mark.parametrize("change", RECORDS, ids=["background", "beyond", "missing", "unknown"])
+def test_shapley_from_encoded_hybrids_is_the_raw_hybrids_own(scoring, generation, change):
+    """The preprocessing makes each encoded column from one input, so a hybrid's encoded row is the
+    record's or the background row's column by column: the trees see exactly what the whole model
+    would make of the raw hybrid. The model is fed the record alone, the trees its F - 1 hybrids a
+    step, and the figures are the raw hybrids' to the last bit onnxruntime gives."""
+    model = scoring[1].generations["high-spender"][generation]
+    assert model.explainer.shapley_method == "encoded hybrid rows", "the committed models qualify"
+    x = background(generation)[2] | change
+    steps, features = 30, len(model.inputs)
+    (expected,) = raw_shapley(model, [x], steps)
+    with watched(model) as recorder, trees_watched(model) as trees_fed:
+        (answer,) = model.explain(model.explainer.plan(shapley_settings(steps), [x]), [x])[1]
+    assert recorder.runs == [(1, ["label", "probabilities", "transformed_column"])], "the record alone"
+    assert trees_fed == [((steps * (features - 1), 23), ["probabilities"])], "its hybrids, encoded, to the trees"
+    assert set(answer) == set(expected)
+    for name, value in expected.items():
+        assert answer[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_a_shapley_batch_is_two_runs_with_each_records_own_figures(scoring):
+    """predict-multi with SHAPLEY: one run of the model on the records, one of the trees on all
+    their hybrids, and each record gets the figures it gets alone (and through the raw hybrids)."""
+    definition, runtime = scoring
+    model = runtime.models["high-spender"]
+    handler = PredictionHandler(definition, definition.predictions["high-spender"], runtime)
+    ids = [f"C{n:07d}" for n in range(1, 6)]
+    explanations = {"enabled": True, "method": "SHAPLEY", "nExplanations": 11, "nMonteCarloSteps": 25}
+    dispatch = {"forcedGeneration": "1"}
+    alone = [
+        asyncio.run(handler.one({"features": {"customer_id": key}, "explanations": explanations,
+                                 "dispatch": dispatch}, Timing(0, 0)))["result"]["explanations"]
+        for key in ids
+    ]
+    with watched(model) as recorder, trees_watched(model) as trees_fed:
+        body = {"items": [{"features": {"customer_id": key}} for key in ids], "explanations": explanations,
+                "dispatch": dispatch}
+        results = asyncio.run(handler.many(body, Timing(0, 0)))["results"]
+    assert [fed for fed, _ in recorder.runs] == [len(ids)]
+    assert trees_fed == [((len(ids) * 25 * 10, 23), ["probabilities"])]
+    for own, together in zip(alone, (result["explanations"] for result in results)):
+        assert together == pytest.approx(own, abs=1e-9)
+    records = [{"customer_id": key} for key in ids]
+    asyncio.run(runtime.enrichers["high-spender"].complete(records))
+    for own, raw in zip(alone, raw_shapley(model, records, 25)):
+        assert own == pytest.approx(raw, abs=1e-9)
+
+
+def test_encoded_hybrids_that_disagree_with_the_model_are_not_used(scoring, caplog):
+    """Checked at load before use: trees whose encoded columns are credited to the wrong inputs make
+    other hybrids than the model's; a trees session that scores otherwise, or refuses the rows, is
+    not the model either. Each keeps the raw hybrid rows, the log saying why."""
+    model = scoring[1].models["high-spender"]
+    artifact = (SCORING / "model" / "high-spender.onnx").read_bytes()
+
+    def explainer(trees, score_encoded):
+        return Explainer(model.inputs, background("1"), model.column, trees, model._encode, model._positive_of,
+                         score_encoded)
+
+    trees, _ = recognize(artifact, ("label", "probabilities"))
+    assert explainer(trees, model._trees_positive).shapley_method == "encoded hybrid rows"
+    shifted, _ = recognize(artifact, ("label", "probabilities"))
+    shifted.owners = np.roll(shifted.owners, 1)
+
+    def refusing(encoded):
+        raise RuntimeError("wrong input shape")
+
+    cases = [
+        (shifted, model._trees_positive, "give another SHAPLEY than the raw ones"),
+        (trees, lambda encoded: model._trees_positive(encoded) * 0.9, "do not score the background as the model"),
+        (trees, refusing, "cannot score encoded rows (RuntimeError: wrong input shape)"),
+    ]
+    for candidate, score_encoded, reason in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="apinode"):
+            assert explainer(candidate, score_encoded).shapley_method == "hybrid rows"
+        assert reason in caplog.text
+
+
+def test_the_trees_alone_are_a_valid_model_of_the_encoded_input():
+    """The trees-alone model, made with the runtime's own subset of the ONNX schema: one node, the
+    encoded input as its one input (23 float columns), the trees' outputs, the opsets kept."""
+    original = (SCORING / "model" / "high-spender.onnx").read_bytes()
+    trees, _ = recognize(original, ("label", "probabilities"))
+    alone, model = onnx.load_from_string(trees.alone), onnx.load_from_string(original)
+    onnx.checker.check_model(alone)
+    assert [node.op_type for node in alone.graph.node] == ["TreeEnsembleClassifier"]
+    assert alone.graph.node[0] == model.graph.node[-1]
+    (value,) = alone.graph.input
+    assert value.name == "transformed_column"
+    assert [d.dim_value for d in value.type.tensor_type.shape.dim][1:] == [23]
+    assert [o.name for o in alone.graph.output] == ["label", "probabilities"]
+    assert list(alone.opset_import) == list(model.opset_import) and not alone.graph.initializer

@@ -59,11 +59,14 @@ class Model:
         reference = endpoint.reference
         # A tree ensemble explains ICE from its trees (treeice.py): the session also offers the
         # trees' encoded input as an output, fetched by explanation runs only.
-        trees, self._encoded = None, None
+        # Its trees alone are a session of their own, on that encoded input: SHAPLEY's hybrid rows
+        # are made there (explanations.py).
+        trees, self._encoded, self._trees_run = None, None, None
         if reference.get("background"):
             try:
                 trees, artifact = recognize(artifact, endpoint.outputs)
                 self._encoded = trees.encoded_input
+                self._trees_run = _session(trees.alone)._sess.run
             except NotATreeModel as reason:
                 log.info("%s: ICE with hybrid rows (%s)", where, reason)
         self._session = _session(artifact)
@@ -117,7 +120,8 @@ class Model:
             from .explanations import Explainer
 
             self.explainer = Explainer(
-                self.inputs, reference["background"], self.column, trees, self._encode, self._positive_of
+                self.inputs, reference["background"], self.column, trees, self._encode, self._positive_of,
+                self._trees_positive if trees is not None else None,
             )
 
     def missing(self, features: dict) -> list[str]:
@@ -192,6 +196,12 @@ class Model:
             (str(label), dict(zip(classes, row)))
             for label, row in zip(labels[:count], probabilities[:count].tolist())
         ]
+
+    def _trees_positive(self, encoded: np.ndarray) -> np.ndarray:
+        """The positive-class probabilities of rows of the trees' encoded input (float32, C order),
+        from the trees alone: what the whole model answers for raw rows that encode to them."""
+        (probabilities,) = self._trees_run([self._probabilities], {self._encoded: encoded}, None)
+        return self.positive(np.asarray(probabilities, dtype=np.float64))
 
     def _positive_of(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self.positive(self.run(feed)[1])

@@ -22,7 +22,8 @@ _TYPES = {"string": _F.TYPE_STRING, "bytes": _F.TYPE_BYTES, "int64": _F.TYPE_INT
 _MESSAGES = {
     "ModelProto": [("graph", 7, "GraphProto", False)],
     "GraphProto": [("node", 1, "NodeProto", True), ("initializer", 5, "TensorProto", True),
-                   ("input", 11, "ValueInfoProto", True), ("output", 12, "ValueInfoProto", True)],
+                   ("input", 11, "ValueInfoProto", True), ("output", 12, "ValueInfoProto", True),
+                   ("value_info", 13, "ValueInfoProto", True)],
     "NodeProto": [("input", 1, "string", True), ("output", 2, "string", True), ("name", 3, "string", False),
                   ("op_type", 4, "string", False), ("attribute", 5, "AttributeProto", True),
                   ("domain", 7, "string", False)],
@@ -74,6 +75,26 @@ def add_float_output(model, name: str) -> bytes:
     output.type.tensor_type.shape.dim.add(dim_param="N")
     output.type.tensor_type.shape.dim.add()
     return model.SerializeToString()
+
+
+def node_alone(model, node, width: int) -> bytes:
+    """A model of ``node`` alone, serialized: its first input, a float tensor of ``width`` columns,
+    is the graph's one input; its outputs among the graph's are the outputs; the model's other
+    fields (IR version, opsets) are kept. ``model`` itself is left as it was."""
+    alone = type(model)()
+    alone.CopyFrom(model)
+    graph = alone.graph
+    for repeated in (graph.node, graph.initializer, graph.input, graph.output, graph.value_info):
+        del repeated[:]
+    graph.node.add().CopyFrom(node)
+    for output in model.graph.output:
+        if output.name in node.output:
+            graph.output.add().CopyFrom(output)
+    value = graph.input.add(name=node.input[0])
+    value.type.tensor_type.elem_type = FLOAT
+    value.type.tensor_type.shape.dim.add(dim_param="N")
+    value.type.tensor_type.shape.dim.add(dim_value=width)
+    return alone.SerializeToString()
 
 
 # AttributeProto.type -> the field holding the value (AttributeProto.AttributeType in onnx-ml.proto).

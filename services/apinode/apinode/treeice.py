@@ -59,6 +59,8 @@ class TreeIce:
         if "nodes_values" not in a or "class_weights" not in a:
             raise NotATreeModel("thresholds or weights given as tensors")
         self.encoded_input = node.input[0]
+        self.owners = owners  # per encoded column, the index of the input it is made from
+        self.alone = b""  # the trees as a model of their own, on the encoded input (``recognize``)
         self.inputs = list(inputs)
         self.feature_count = feature_count = len(inputs)
         nodes = list(zip(a["nodes_treeids"], a["nodes_nodeids"]))
@@ -236,6 +238,7 @@ def recognize(model_bytes: bytes, outputs: tuple[str, str]) -> tuple[TreeIce, by
             raise
         # onnxruntime loaded this model, so the reading is what fails: the general path explains it
         raise NotATreeModel(f"trees this reading cannot follow ({type(problem).__name__}: {problem})") from None
+    found.alone = onnxgraph.node_alone(model, trees[0], len(owners))
     return found, onnxgraph.add_float_output(model, found.encoded_input)
 
 
