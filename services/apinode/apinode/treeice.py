@@ -108,28 +108,25 @@ class TreeIce:
                 if i in children:
                     below += [(children[i][0], (i, True)), (children[i][1], (i, False))]
             level = below
-        # A path's mask is the OR of its edges, gathered by pointer jumping: after step k each node
-        # holds the OR over itself and its 2^k - 1 nearest ancestors. ``-1`` (a root's parent) is
-        # the extra last element, a mask of 0 that is its own ancestor.
-        ancestor = np.array(parent, dtype=np.intp)
-        ancestor[ancestor < 0] = len(order)
-        ancestor = np.append(ancestor, len(order))
+        # A path's mask is the OR of its edges. The branches' are gathered by pointer jumping: after
+        # step k each branch holds the OR over itself and its 2^k - 1 nearest ancestors (the deepest
+        # branch has levels - 1 edges). The extra last element stands for a root's parent, a mask of
+        # 0 that is its own ancestor. A leaf's is then its own edge's with its parent's: the jumps
+        # move half the nodes' masks, and their index arrays half the bytes, of a jump over them all.
+        inner = [p for p, i in enumerate(order) if i in children]
+        leaves = [p for p, i in enumerate(order) if i not in children]
+        at = {p: k for k, p in enumerate(inner)}
+        ancestor = np.array([at.get(parent[p], len(inner)) for p in inner] + [len(inner)], dtype=np.intp)
         self._jumps = []
-        while 2 ** len(self._jumps) < levels:
+        while 2 ** len(self._jumps) < levels - 1:
             self._jumps.append(ancestor)
             ancestor = ancestor[ancestor]
-        edge_branch.append(0)
-        edge_true.append(True)
-        edge_bit.append(0)
-        self._edge_branch = np.array(edge_branch, dtype=np.intp)
-        self._edge_true = np.array(edge_true)
         # The narrowest integer that holds a bit per input: a record's masks are one per node.
         bits = np.int16 if feature_count <= 15 else np.int32 if feature_count <= 31 else np.int64
-        self._edge_bit = np.array(edge_bit, dtype=bits)
-        self._leaf = np.array([p for p, i in enumerate(order) if i not in children], dtype=np.intp)
-        # Each leaf's farthest ancestor the pointer jumping reaches (the zero element without jumps).
-        last = self._jumps[-1] if self._jumps else np.full(len(order) + 1, len(order), dtype=np.intp)
-        self._leaf_ancestor = last[self._leaf]
+        self._inner_edges = self._edges(inner, edge_branch, edge_true, edge_bit, bits, sentinel=True)
+        self._leaf_edges = self._edges(leaves, edge_branch, edge_true, edge_bit, bits, sentinel=False)
+        self._leaf_parent = np.array([at[parent[p]] for p in leaves], dtype=np.intp)
+        self._leaf = np.array(leaves, dtype=np.intp)
         self._values = np.array([weight.get(order[p], 0.0) for p in self._leaf], dtype=np.float64)
         # What a record costs, counted in model rows for the explanation budget: the reading visits
         # every node, a model row one path per tree; one row per node of an average tree is on the
@@ -137,6 +134,15 @@ class TreeIce:
         self.rows_per_record = math.ceil(len(order) / self.trees)
         self._weighted = np.tile(self._values[:, None], (1, feature_count))
         self.sign = 1.0
+
+    @staticmethod
+    def _edges(places: list[int], branch: list, true: list, bit: list, bits, sentinel: bool) -> tuple:
+        """The edges into the nodes at ``places``: the branch that decides each, the side it is on,
+        the bit of the input that branch reads; and a last edge of no branch and no bit if asked."""
+        extra = [(0, True, 0)] if sentinel else []
+        rows = [(branch[p], true[p], bit[p]) for p in places] + extra
+        return (np.array([r[0] for r in rows], dtype=np.intp), np.array([r[1] for r in rows]),
+                np.array([r[2] for r in rows], dtype=bits))
 
     def _masks(self, encoded: np.ndarray) -> np.ndarray:
         """Per row and leaf (rows × leaves): the bits of the inputs whose conditions on its path fail."""
@@ -151,12 +157,13 @@ class TreeIce:
                 decision[:, where] = compare(value[:, where], self._threshold[where])
         if self._tracks.any() and np.isnan(encoded).any():  # most rows miss nothing: skip a node-wide pass
             decision |= np.isnan(value) & self._tracks
-        mask = (decision.take(self._edge_branch, axis=1, mode="clip") != self._edge_true) * self._edge_bit
-        for ancestor in self._jumps[:-1]:
+        branch, true, bit = self._inner_edges
+        mask = (decision.take(branch, axis=1, mode="clip") != true) * bit
+        for ancestor in self._jumps:
             mask |= mask.take(ancestor, axis=1, mode="clip")
-        # The last jump for the leaves only: they are all that is read, half the nodes.
-        leaves = mask.take(self._leaf, axis=1, mode="clip")
-        leaves |= mask.take(self._leaf_ancestor, axis=1, mode="clip")
+        branch, true, bit = self._leaf_edges
+        leaves = (decision.take(branch, axis=1, mode="clip") != true) * bit
+        leaves |= mask.take(self._leaf_parent, axis=1, mode="clip")
         return leaves
 
     def learn_background(self, encoded_background: np.ndarray) -> None:
