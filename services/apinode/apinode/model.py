@@ -123,6 +123,8 @@ class Model:
                 self.inputs, reference["background"], self.column, trees, self._encode, self._positive_of,
                 self._trees_positive if trees is not None else None,
             )
+            if self.explainer.shapley_method != "encoded hybrid rows":
+                self._trees_run = None  # the trees alone serve nothing else: their session is let go
 
     def missing(self, features: dict) -> list[str]:
         return [name for name, _ in self.inputs if features.get(name) is None]

@@ -87,6 +87,7 @@ class TreeIce:
         self._modes = [(_COMPARE[mode], np.array([branch[i] for i in branches if modes[i] == mode]))
                        for mode in sorted({modes[i] for i in children})]
         self._tracks = np.array([bool(tracks[i]) for i in branches])
+        self._tracked = bool(self._tracks.any())  # some branch sends a missing value to its true side
         # Every node of the trees with a branch, by depth: its parent's place, and the edge from the
         # parent (which branch decides it, on which side, and the bit of the input that branch reads).
         level = [(i, (None, True)) for i in range(len(nodes)) if i not in referenced and i in children]
@@ -155,7 +156,7 @@ class TreeIce:
             decision = np.empty(value.shape, dtype=bool)
             for compare, where in self._modes:
                 decision[:, where] = compare(value[:, where], self._threshold[where])
-        if self._tracks.any() and np.isnan(encoded).any():  # most rows miss nothing: skip a node-wide pass
+        if self._tracked and np.isnan(encoded).any():  # most rows miss nothing: skip a node-wide pass
             decision |= np.isnan(value) & self._tracks
         branch, true, bit = self._inner_edges
         mask = (decision.take(branch, axis=1, mode="clip") != true) * bit
