@@ -1,6 +1,7 @@
 """Lookups asked of customer-features in the same event-loop turn share one call (apinode/coalesce.py),
 and sharing the transport shares nothing else: each caller its own rows, its own trace on its
-items, its own copy of a failure; a caller that goes away leaves the others their answer.
+items, its own copy of a failure; a caller that goes away leaves the others their answer. While a
+call is out, the keys asked meanwhile wait and go together in the next one, within the timeout.
 
 A fake customer-features on 127.0.0.1 answers every key it is asked with a row of that key (or
 not found for ``C9999999``), and records each request it gets: path, traceparent header, body.
@@ -31,15 +32,21 @@ class FakeFeatures:
     """customer-features' profile endpoint, answering per key; ``swap`` answers two results in the
     wrong order, ``status`` other than 200 refuses every call."""
 
-    def __init__(self, status: int = 200, swap: bool = False) -> None:
-        self.status, self.swap = status, swap
+    def __init__(self, status: int = 200, swap: bool = False, timeout: float = 5.0, batches_in_flight: int = 1,
+                 held: int = 0) -> None:
+        self.status, self.swap, self.timeout, self.batches_in_flight = status, swap, timeout, batches_in_flight
         self.requests: list[tuple[str, bytes | None, dict]] = []
+        self.held = held  # the first ``held`` requests are answered only once ``release`` is set
+        self.release: asyncio.Event | None = None
+        self.arrived: asyncio.Event | None = None  # set at each request
 
     async def __aenter__(self) -> RemoteService:
+        self.release, self.arrived = asyncio.Event(), asyncio.Event()
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
-        self.remote = RemoteService(RemoteSpec("customer-features", f"http://127.0.0.1:{port}", "k", 5.0, 8),
-                                    expected_tables(DEFINITION, "customer-features"))
+        spec = RemoteSpec("customer-features", f"http://127.0.0.1:{port}", "k", self.timeout, 8,
+                          batches_in_flight=self.batches_in_flight)
+        self.remote = RemoteService(spec, expected_tables(DEFINITION, "customer-features"))
         return self.remote
 
     async def __aexit__(self, *exc) -> None:
@@ -62,6 +69,9 @@ class FakeFeatures:
                 body = orjson.loads(await reader.readexactly(int(headers["content-length"])))
                 path = lines[0].split()[1].rsplit("/", 2)
                 self.requests.append(("/".join(path[-2:]), headers.get("traceparent"), body))
+                self.arrived.set()
+                if len(self.requests) <= self.held:
+                    await self.release.wait()
                 items = [body["data"]] if "data" in body else [item["data"] for item in body["items"]]
                 results = [self._result(key) for key in items]
                 if self.swap and len(results) > 1:
@@ -172,3 +182,106 @@ def test_a_shared_call_holds_at_most_max_keys():
     answers = asyncio.run(run())
     assert [len(body["items"]) for _, _, body in fake.requests] == [MAX_KEYS, 36]
     assert [rows["behavior"][0]["customer_id"] for rows, _ in answers] == [f"C{n:07d}" for n in range(1, callers + 1)]
+
+
+async def _one_key_call_out(fake: FakeFeatures, remote: RemoteService) -> asyncio.Task:
+    """A first score whose call customer-features holds (``held``), once it has arrived."""
+    first = asyncio.create_task(_asked_by(remote, "C0000001", _header(1)))
+    await fake.arrived.wait()
+    return first
+
+
+def test_keys_asked_while_a_call_is_out_wait_and_go_together_in_the_next():
+    """Under load a call went every loop turn with the few keys of that turn (about four at eight
+    scores in flight); now the keys of every turn while a call is out go in one call when it is
+    back: customer-features answers half the requests (bench/optimizations.md, eleventh round)."""
+    fake = FakeFeatures(held=1)
+
+    async def run():
+        async with fake as remote:
+            first = await _one_key_call_out(fake, remote)
+            later = []
+            for n in range(2, 8):  # one score a loop turn, as they arrive under load
+                later.append(asyncio.create_task(_asked_by(remote, f"C{n:07d}", _header(n))))
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            assert len(fake.requests) == 1, "nothing more is sent while the first call is out"
+            fake.release.set()
+            return await asyncio.gather(first, *later)
+
+    answers = asyncio.run(run())
+    assert [len(body.get("items", [body])) for _, _, body in fake.requests] == [1, 6]
+    assert [rows["behavior"][0]["customer_id"] for rows, _ in answers] == [f"C{n:07d}" for n in range(1, 8)]
+    assert [item["context"] for item in fake.requests[1][2]["items"]] == [
+        {"traceparent": trace.traceparent()} for _, trace in answers[1:]]
+
+
+def test_batches_in_flight_lets_that_many_calls_out_at_once():
+    fake = FakeFeatures(held=2, batches_in_flight=2)
+
+    async def run():
+        async with fake as remote:
+            first = await _one_key_call_out(fake, remote)
+            second = asyncio.create_task(_asked_by(remote, "C0000002", _header(2)))
+            for _ in range(20):
+                if len(fake.requests) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            third = asyncio.create_task(_asked_by(remote, "C0000003", _header(3)))
+            await asyncio.sleep(0.05)
+            sent_while_two_out = len(fake.requests)
+            fake.release.set()
+            await asyncio.gather(first, second, third)
+            return sent_while_two_out
+
+    assert asyncio.run(run()) == 2, "a second call goes at once; a third waits for one of them"
+    assert len(fake.requests) == 3
+
+
+def test_a_key_waiting_for_a_hung_call_is_still_answered_503_within_the_timeout():
+    """customer-features hangs: the second score's wait for the first call counts in its own
+    deadline, so it gets its 503 within ``timeout_seconds`` of asking, not after two timeouts."""
+    timeout = 0.4
+    fake = FakeFeatures(held=10, timeout=timeout)
+
+    async def second_score(remote):
+        started = asyncio.get_running_loop().time()
+        try:
+            await _asked_by(remote, "C0000002", _header(2))
+        except SourceUnavailable as error:
+            return error, asyncio.get_running_loop().time() - started
+        raise AssertionError("answered by a hung customer-features")
+
+    async def run():
+        async with fake as remote:
+            first = await _one_key_call_out(fake, remote)
+            await asyncio.sleep(timeout / 2)
+            waited = await second_score(remote)
+            await asyncio.gather(first, return_exceptions=True)
+            fake.release.set()
+            return waited
+
+    error, elapsed = asyncio.run(run())
+    assert error.status == 503 and "unavailable" in error.message
+    assert elapsed < timeout * 1.3, f"answered after {elapsed:.2f}s, the timeout is {timeout}s"
+    assert len(fake.requests) == 2, "its own call went when the first was cut, with the time it had left"
+
+
+def test_a_waiting_batch_whose_first_caller_goes_away_still_goes_and_frees_its_turn():
+    fake = FakeFeatures(held=1)
+
+    async def run():
+        async with fake as remote:
+            first = await _one_key_call_out(fake, remote)
+            waiting = [asyncio.create_task(_asked_by(remote, f"C{n:07d}", _header(n))) for n in range(2, 5)]
+            await asyncio.sleep(0.02)  # the batch of three waits for the first call
+            waiting[0].cancel()  # the one who would make its call
+            fake.release.set()
+            answers = await asyncio.gather(first, *waiting, return_exceptions=True)
+            later = await _asked_by(remote, "C0000005", _header(5))
+            return answers, later
+
+    answers, later = asyncio.run(run())
+    assert isinstance(answers[1], asyncio.CancelledError)
+    assert [rows["demographics"][0]["customer_id"] for rows, _ in answers[2:]] == ["C0000003", "C0000004"]
+    assert later[0]["demographics"][0]["customer_id"] == "C0000005", "a later call still goes"

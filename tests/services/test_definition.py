@@ -116,6 +116,14 @@ def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edi
             lambda raw: raw["endpoints"]["high-spender"]["generations"]["2"].update(reference="model/none.json"),
             "high-spender.generations.2.reference: cannot read the model reference",
         ),
+        (
+            lambda raw: raw["remotes"]["customer-features"].update(batches_in_flight=0),
+            "remotes.customer-features.batches_in_flight: must be positive, got 0",
+        ),
+        (
+            lambda raw: raw["remotes"]["customer-features"].update(batches_in_flight="2"),
+            "remotes.customer-features.batches_in_flight: expected int, got '2'",
+        ),
     ],
 )
 def test_scoring_definition_errors_name_the_key(fixture_services, tmp_path, edit, fragment):

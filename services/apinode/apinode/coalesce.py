@@ -8,6 +8,16 @@ sent, at the start of the next turn, as one ``lookup-multi`` (DataLoader's batch
 A caller that is alone (a quiet service, ``c=1``) sends what it sent before (``lookup`` with one
 key, ``lookup-multi`` for a batch of its own): it waits one loop turn, not a timer.
 
+Under load, at most ``batches_in_flight`` calls per (endpoint, tables) are out at once (one by
+default): keys asked while they are wait, and go together in the next call as soon as one comes
+back, as a producer with a bounded number of requests in flight batches (Kafka's
+``max.in.flight.requests``). At eight scores in flight, calls made every loop turn held about four
+keys each; made this way, about eight: customer-features answers half the requests, each costing
+it and the scoring side a wake-up, a read and a write (bench/optimizations.md, eleventh round).
+The wait counts against the call's timeout: a key waits at most for a call that started before it,
+and its own call is cut at the deadline set when its batch opened, so a hanging customer-features
+still answers every caller within ``timeout_seconds``.
+
 Each item of a shared call carries its caller's trace (``{"context": {"traceparent": ...}}``),
 so customer-features records every item under the trace of the score it was asked for (the
 audit link from a caller's trace to the lookups made for it holds); the request's own
@@ -22,20 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from . import tracing
 
 MAX_KEYS = 64  # keys in one shared call; a caller's own batch larger than this goes alone
 
-# (endpoint, keys, tables, per-key contexts or None) -> per key, the rows
-Call = Callable[[str, list[dict], "list[str] | None", "list[dict] | None"], Awaitable[list]]
+# (endpoint, keys, tables, per-key contexts or None, loop time the batch opened) -> per key, the rows
+Call = Callable[[str, list[dict], "list[str] | None", "list[dict] | None", float], Awaitable[list]]
 
 
 class _Batch:
-    __slots__ = ("keys", "contexts", "waiters", "traces")
+    __slots__ = ("keys", "contexts", "waiters", "traces", "opened")
 
-    def __init__(self) -> None:
+    def __init__(self, opened: float) -> None:
+        self.opened = opened  # the call's deadline counts from here (the wait for a free slot included)
         self.keys: list[dict] = []
         self.contexts: list[dict | None] = []
         # (first key, key count, the caller's future: None for the first caller, who makes the call)
@@ -46,10 +58,12 @@ class _Batch:
 class Coalescer:
     """Gathers one remote service's lookups per (endpoint, tables) for the next loop turn."""
 
-    def __init__(self, call: Call, max_keys: int = MAX_KEYS) -> None:
-        self._call, self._max = call, max_keys
+    def __init__(self, call: Call, max_keys: int = MAX_KEYS, batches_in_flight: int = 1) -> None:
+        self._call, self._max, self._max_out = call, max_keys, batches_in_flight
         self._open: dict[tuple, _Batch] = {}
         self._running: set[asyncio.Task] = set()  # calls handed over (a task must be referenced)
+        self._out: dict[tuple, int] = {}  # calls out per (endpoint, tables)
+        self._slots: dict[tuple, deque[asyncio.Future]] = {}  # batches waiting for one to come back
 
     async def rows_many(self, endpoint: str, keys: list[dict], tables: list[str] | None) -> list:
         shared = (endpoint, None if tables is None else tuple(tables))
@@ -58,14 +72,13 @@ class Coalescer:
             future = asyncio.get_running_loop().create_future()
             self._join(batch, keys, future)
             return await future  # the first caller's call answers it
-        # The first caller of this turn: wait one loop turn for the others, then make the call.
-        batch = self._open[shared] = _Batch()
+        # The first caller of this turn: wait one loop turn for the others (and for a call out to
+        # come back, when the most are out), then make the call.
+        batch = self._open[shared] = _Batch(asyncio.get_running_loop().time())
         self._join(batch, keys, None)
         try:
             await asyncio.sleep(0)
-            if self._open.get(shared) is batch:
-                del self._open[shared]
-            rows = await self._send(shared, batch)
+            rows = await self._dispatch(shared, batch)
         except asyncio.CancelledError:  # this caller went away: the others still need the call
             if self._open.get(shared) is batch:
                 del self._open[shared]
@@ -79,7 +92,7 @@ class Coalescer:
     async def _handed_over(self, shared: tuple, batch: _Batch) -> None:
         """The call of a batch whose first caller went away, for the others."""
         try:
-            await self._send(shared, batch)
+            await self._dispatch(shared, batch)
         except asyncio.CancelledError:  # shutting down: nobody will answer them
             for _, _, future in batch.waiters:
                 if future is not None:
@@ -87,6 +100,36 @@ class Coalescer:
             raise
         except Exception:  # each caller has its copy
             pass
+
+    async def _dispatch(self, shared: tuple, batch: _Batch) -> list:
+        """The batch's call, once fewer than ``batches_in_flight`` of its kind are out (keys may
+        join it until then)."""
+        while self._out.get(shared, 0) >= self._max_out:
+            slot = asyncio.get_running_loop().create_future()
+            self._slots.setdefault(shared, deque()).append(slot)
+            try:
+                await slot
+            except asyncio.CancelledError:
+                if slot.done() and not slot.cancelled():  # woken, then cancelled: wake the next
+                    self._wake(shared)
+                raise
+        if self._open.get(shared) is batch:
+            del self._open[shared]
+        self._out[shared] = self._out.get(shared, 0) + 1
+        try:
+            return await self._send(shared, batch)
+        finally:
+            self._out[shared] -= 1
+            self._wake(shared)
+
+    def _wake(self, shared: tuple) -> None:
+        """The longest-waiting batch of this kind may go."""
+        waiting = self._slots.get(shared)
+        while waiting:
+            slot = waiting.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
 
     @staticmethod
     def _join(batch: _Batch, keys: list[dict], future: asyncio.Future | None) -> None:
@@ -104,7 +147,8 @@ class Coalescer:
         # One caller's trace (or none): the call is what that caller would have sent alone.
         contexts = batch.contexts if len(batch.traces) > 1 else None
         try:
-            rows = await self._call(endpoint, batch.keys, None if tables is None else list(tables), contexts)
+            rows = await self._call(endpoint, batch.keys, None if tables is None else list(tables), contexts,
+                                    batch.opened)
         except Exception as error:  # every caller gets its own copy
             for _, _, future in batch.waiters:
                 if future is not None and not future.done():

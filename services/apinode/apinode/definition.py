@@ -68,6 +68,9 @@ class RemoteSpec:
     timeout_seconds: float
     max_connections: int
     max_response_bytes: int = 4 * 1024 * 1024
+    # Shared lookup calls out at once per endpoint (coalesce.py): keys asked meanwhile wait and go
+    # together in the next call.
+    batches_in_flight: int = 1
 
 
 @dataclass(frozen=True)

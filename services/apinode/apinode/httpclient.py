@@ -243,8 +243,10 @@ class HttpPool:
         # cut at most timeout / 8 late, with no timer per call.
         self._deadlines = Deadlines(min(max(timeout / 8, 0.01), 0.25), self._cut)
 
-    async def post(self, path: str, body: bytes, extra_headers: bytes = b"") -> tuple[int, bytes]:
-        """(status, body) of ``POST <base path><path>``; ``extra_headers``: whole lines (a traceparent)."""
+    async def post(self, path: str, body: bytes, extra_headers: bytes = b"",
+                   since: float | None = None) -> tuple[int, bytes]:
+        """(status, body) of ``POST <base path><path>``; ``extra_headers``: whole lines (a traceparent);
+        ``since``: the loop time the call's timeout counts from (default: now)."""
         request = (
             f"POST {self._prefix}{path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n".encode("latin-1")
             + extra_headers
@@ -253,7 +255,8 @@ class HttpPool:
             + body
         )
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout  # the whole call: a free connection, connect, answer
+        # The whole call: a free connection, connect, answer (and what the caller waited before).
+        deadline = (loop.time() if since is None else since) + self._timeout
         try:
             if self._slots.locked():  # every connection busy: waiting for one counts too
                 async with asyncio.timeout_at(deadline):

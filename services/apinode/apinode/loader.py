@@ -131,6 +131,7 @@ def _remote(name: str, reader: _Reader, env: Mapping[str, str]) -> RemoteSpec:
         timeout_seconds=reader.get("timeout_seconds", float, 1.0),
         max_connections=reader.get("max_connections", int, 64),
         max_response_bytes=reader.get("max_response_bytes", int, 4 * 1024 * 1024),
+        batches_in_flight=reader.get("batches_in_flight", int, 1),
     )
 
 

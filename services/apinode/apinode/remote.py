@@ -86,7 +86,7 @@ class RemoteService:
         self.last_error: str | None = None
         self._warn = RateLimitedWarning(log)
         # Keys asked in the same loop turn share a call (coalesce.py).
-        self._coalescer = Coalescer(self._rows_many)
+        self._coalescer = Coalescer(self._rows_many, batches_in_flight=spec.batches_in_flight)
 
     async def close(self) -> None:
         await self._client.close()
@@ -100,8 +100,9 @@ class RemoteService:
         return await self._coalescer.rows_many(endpoint, keys, tables)
 
     async def _rows_many(self, endpoint: str, keys: list[dict], tables: list[str] | None,
-                         contexts: list[dict | None] | None = None) -> list:
-        """``rows_many`` in one call; ``contexts``, one per key, go with the keys' items."""
+                         contexts: list[dict | None] | None = None, since: float | None = None) -> list:
+        """``rows_many`` in one call; ``contexts``, one per key, go with the keys' items; the call's
+        timeout counts from ``since`` (loop time) when given."""
         name = f"{self.spec.name}/{endpoint}"
         wanted = tables if tables is not None else self._endpoint_tables.get(endpoint, [])
         if not wanted or any(table not in self._checkers for table in wanted) or (
@@ -117,7 +118,7 @@ class RemoteService:
             body = {"items": [{"data": key, "context": context} for key, context in zip(keys, contexts)]}
         path = f"/{endpoint}/lookup" if single else f"/{endpoint}/lookup-multi"
         try:
-            status, content = await self._client.post(path, orjson.dumps(body), outgoing_headers())
+            status, content = await self._client.post(path, orjson.dumps(body), outgoing_headers(), since)
         except HttpError as error:
             raise self._down(name, str(error), _transport_category(error)) from None
         if status != 200:
