@@ -162,6 +162,30 @@ def test_mixed_batch_answers_position_by_position_through_remote(remote_scoring_
     _assert_position_by_position(results, singles, ORDER)
 
 
+def test_a_remote_predict_answers_each_record_as_predict_multi_answers_it(remote_scoring_server):
+    """The single remote predict has a path of its own (``Enricher._complete_one_remote``, one call
+    for both tables without the batch's bookkeeping): record by record it answers what the batch
+    path answers: found, not found, a caller's value kept, no key at all."""
+    records = [{"customer_id": cid} for cid in ORDER] + [
+        {"customer_id": "C0000005", "region": "wales", "orders_12m": 40}, {"gender": "F"}]
+    batch = remote_post(remote_scoring_server, "predict-multi", {"items": [{"features": r} for r in records]})
+    kinds = set()
+    for record, item in zip(records, batch["results"]):
+        answer = httpx.post(f"{remote_scoring_server.url}/public/api/v1/customer-scoring/high-spender/predict",
+                            json={"features": record}, auth=(API_KEY, ""), timeout=10)
+        kinds.add((answer.status_code, item.get("errorType")))
+        if answer.status_code != 200:
+            assert answer.json()["errorType"] == item["errorType"], (record, answer.text, item)
+            continue
+        single = answer.json()["result"]
+        assert single["ignored"] == item["ignored"], (record, single, item)
+        for field in ("prediction", "errorType", "ignoreReason"):
+            assert single.get(field) == item.get(field), (record, field, single, item)
+        if not item["ignored"]:
+            assert single["probas"] == pytest.approx(item["probas"], abs=1e-9), record
+    assert kinds == {(200, None), (200, "RecordNotFound"), (200, "MissingLookupKey")}, kinds
+
+
 # A table where C0000001 is on rows 0 and 1 (C0000002 is gone): the duplicate a bad export produces.
 DUPLICATED = "C0000001"
 

@@ -25,6 +25,8 @@ class _Lookup:
         self.column = spec.key[0][1]
         self._derived = tuple((output, source) for output, source in steps.items() if source in self.features)
         self.source, self.remote = source, remote
+        # Lookups of one remote endpoint with the same key share a call (Enricher._fetch).
+        self.shared = (id(remote), spec.remote_endpoint, spec.key)
         self._bound_table = None
         self._bound: tuple = ()
 
@@ -147,15 +149,51 @@ class Enricher:
         self._inputs = tuple(sorted(model_inputs))
         self._allow_missing = endpoint.allow_missing_features
         # A lookup over the network or on a live database: completing a row waits for it.
+        self._all_remote = via_remote and bool(self._lookups)
         self.waits = via_remote or any(
             lookup.source is not None and not lookup.source.in_memory for lookup in self._lookups
         )
 
     async def complete_one(self, row: dict) -> None:
         """Fill one row in place, or raise the reason it cannot be scored (the single-record path)."""
-        problem = (await self.complete([row]))[0] if self.waits else self.complete_one_now(row)
+        if not self.waits:
+            problem = self.complete_one_now(row)
+        elif self._all_remote:
+            problem = await self._complete_one_remote(row)
+        else:
+            problem = (await self.complete([row]))[0]
         if problem is not None:
             raise problem
+
+    async def _complete_one_remote(self, row: dict) -> ApiError | None:
+        """``complete([row])[0]`` when every lookup is remote, without the batch's bookkeeping: the
+        lookups that share an endpoint and key (``profile``) still share one call."""
+        try:
+            calls: dict[tuple, list] = {}
+            for lookup in self._lookups:
+                key = lookup.key_of(row)
+                if key is not None:
+                    calls.setdefault(lookup.shared, []).append((lookup, key))
+        except ApiError as error:
+            return error
+        if len(calls) == 1:
+            answers = [await self._one_call(*calls.values())]
+        else:
+            answers = await asyncio.gather(*(self._one_call(members) for members in calls.values()))
+        try:
+            for members, by_table in zip(calls.values(), answers):
+                for lookup, key in members:
+                    lookup.merge(row, key, by_table[lookup.spec.table])
+        except ApiError as error:
+            return error
+        return self._finish(row)
+
+    @staticmethod
+    async def _one_call(members: list) -> dict[str, list[dict]]:
+        lookup, key = members[0]
+        tables = [member.spec.table for member, _ in members]
+        (by_table,) = await lookup.remote.rows_many(lookup.spec.remote_endpoint, [key], tables)
+        return by_table
 
     def complete_one_now(self, row: dict) -> ApiError | None:
         """``complete_one`` when no lookup waits (``waits`` false): the reason it cannot be scored, or None."""
@@ -213,8 +251,7 @@ class Enricher:
         groups: dict = {}
         for n, (lookup, wanted) in enumerate(plans):
             if wanted:
-                shared = (id(lookup.remote), lookup.spec.remote_endpoint, lookup.spec.key)
-                groups.setdefault(shared if lookup.remote is not None else n, []).append(n)
+                groups.setdefault(lookup.shared if lookup.remote is not None else n, []).append(n)
         calls = [self._fetch_group(plans, members) for members in groups.values()]
         if self.waits and len(calls) > 1:
             answers = await asyncio.gather(*calls)
