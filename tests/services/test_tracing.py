@@ -94,8 +94,8 @@ def test_a_lookup_draws_its_ids_only_when_something_reads_them(tmp_path, monkeyp
     loop.run_until_complete(app.runtime.start())
     app.query_log.start()
     calls = []
-    real = tracing._new_id
-    monkeypatch.setattr(tracing, "_new_id", lambda size: calls.append(size) or real(size))
+    real = tracing._new_ids
+    monkeypatch.setattr(tracing, "_new_ids", lambda: calls.append(1) or real())
     sent = []
 
     async def receive():
@@ -114,3 +114,41 @@ def test_a_lookup_draws_its_ids_only_when_something_reads_them(tmp_path, monkeyp
     if draws:
         (record,) = [json.loads(line) for line in log_file.read_text().splitlines()]
         assert len(record["traceId"]) == 32 and len(record["spanId"]) == 16 and record["parentSpanId"] is None
+
+
+def test_ids_drawn_in_blocks_are_each_handed_out_once_across_blocks_threads_and_a_fork():
+    """Ids are drawn 256 pairs at a time (tracing._new_ids): every pair goes to one trace only, in
+    one thread or several, and a forked child does not hand out the pairs its parent still holds
+    (the same trace id in two processes would join two callers' records)."""
+    import os
+    import threading
+
+    from apinode.tracing import _BLOCK
+
+    def draws(count: int) -> list[str]:
+        return [tracing.from_header(None).traceparent() for _ in range(count)]
+
+    single = draws(3 * _BLOCK + 7)
+    drawn: list[list[str]] = [[] for _ in range(4)]
+    threads = [threading.Thread(target=lambda n=n: drawn[n].extend(draws(2 * _BLOCK))) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = single + [header for part in drawn for header in part]
+    ids = [header.split("-")[1] for header in every] + [header.split("-")[2] for header in every]
+    assert len(set(ids)) == len(ids), "an id handed out twice"
+    assert all(len(i) in (32, 16) and i == i.lower() and int(i, 16) >= 0 for i in ids)
+
+    tracing.from_header(None).trace_id  # a block is started: most of its pairs are still held
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next trace id, to the parent
+        os.write(writer, tracing.from_header(None).trace_id.encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    childs = os.read(reader, 64).decode()
+    os.close(reader)
+    parents = tracing.from_header(None).trace_id
+    assert len(childs) == 32 and childs != parents, "the child handed out the parent's next id"
