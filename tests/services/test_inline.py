@@ -108,6 +108,9 @@ FEATURES = [
     ("demographics/lookup", {"data": {"customer_id": "C9999999"}}),  # not found
     ("profile/lookup", {"data": {"customer_id": "C0000002"}}),
     ("behavior/lookup-multi", {"items": [{"data": {"customer_id": "C0000003"}}, {"data": {"customer_id": "C0000004"}}]}),
+    # Several tables, one row each, merged over the first table's row inline (handlers._result): as the
+    # general path merges them, found or not, an item repeated.
+    ("profile/lookup-multi", {"items": [{"data": {"customer_id": c}} for c in ("C0000005", "C9999999", "C0000005")]}),
     ("demographics/lookup", {"data": {}}),  # no key
     ("demographics/lookup", {"data": {"customer_id": 7}}),  # a number
     ("demographics/lookup", {"data": {"customer_id": "C0000001"}, "context": "x"}),
@@ -133,6 +136,19 @@ def test_an_answer_inline_is_the_asgi_answer_and_starts_no_task(request, service
     through_asgi, asgi_closed, asgi_tasks = drive(app, [raw], inline=False)
     assert answers(inline) == answers(through_asgi)
     assert (closed, tasks, asgi_tasks) == (asgi_closed, 0, 1)
+
+
+def test_profile_answers_keep_the_columns_in_the_tables_order_inline(features):
+    """The inline merge starts from the first table's row: its columns and then the second table's,
+    in their declared order, as through ASGI (a JSON object compared as a dict would not see it)."""
+    for path, body in (("profile/lookup", {"data": {"customer_id": "C0000002"}}),
+                       ("profile/lookup-multi", {"items": [{"data": {"customer_id": "C0000002"}}]})):
+        raw = http_request(f"/public/api/v1/customer-features/{path}", body)
+        inline, asgi = (drive(features.app, [raw], inline=flag)[0] for flag in (True, False))
+        (_, _, inline_answer), (_, _, asgi_answer) = answers(inline) + answers(asgi)
+        assert [list(r["data"]) for r in inline_answer["results"]] == [list(r["data"]) for r in asgi_answer["results"]]
+        declared = [c.name for t in ("demographics", "behavior") for c in features.app.settings.definition.tables[t].columns]
+        assert list(inline_answer["results"][0]["data"]) == list(dict.fromkeys(declared))
 
 
 def test_refusals_before_the_body_answer_inline_as_through_asgi(features):

@@ -40,6 +40,11 @@ def test_dense_ids_find_their_rows():
     assert DENSE.dense
     assert DENSE.rows("C0000001") == (0,) and DENSE.rows("C0001000") == (999,)
     assert DENSE.key_at(41) == "C0000042"
+    every = ids(*range(1, 1001)).tolist()
+    assert [DENSE.key_at(DENSE.rows(key)[0]) for key in every] == every
+    other = PrefixedIntIndex.build(np.array([f"ORD-{n:09d}" for n in range(99_999_990, 100_000_010)]))
+    assert other.dense and [other.key_at(i) for i in (0, 9, 10, 19)] == [
+        "ORD-099999990", "ORD-099999999", "ORD-100000000", "ORD-100000009"]
 
 
 @pytest.mark.parametrize("other", list(LOOKALIKES.values()), ids=list(LOOKALIKES))

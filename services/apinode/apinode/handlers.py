@@ -121,10 +121,18 @@ class LookupHandler:
         return clean[self.key]
 
     def _result(self, key: object, found: list[list[dict]], whole: bool = False) -> dict:
-        """``whole``: the rows are a table in memory's (``Table.row``: a fresh dict of every declared
-        column in order, the key among them), so one table's one row is the answer's data as it is."""
-        if whole and self._single and len(found[0]) == 1:
-            return {"data": found[0][0], "notFound": False}
+        """``whole``: the rows are tables in memory's (``Table.row``: a fresh dict of every declared
+        column in order, the key among them), so one table's one row is the answer's data as it is,
+        and several tables' one row each make it merged in their order, as the general path does."""
+        if whole:
+            if self._single:
+                if len(found[0]) == 1:
+                    return {"data": found[0][0], "notFound": False}
+            elif all(len(rows) == 1 for rows in found):  # profile: the first table's row, the others' over it
+                data = found[0][0]
+                for rows in found[1:]:
+                    data.update(rows[0])
+                return {"data": data, "notFound": False, "notFoundIn": []}
         data = {**self._empty, self.key: key}
         missing = []
         for spec, rows in zip(self.specs, found):
@@ -195,15 +203,16 @@ class LookupHandler:
     def many_now(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         """``many`` without waiting, for tables in memory (``in_memory()``)."""
         items, keys = self._many_keys(body, timing)
-        return self._many_answer(body, items, keys, self._rows_now(keys), timing, query)
+        return self._many_answer(body, items, keys, self._rows_now(keys), timing, query, whole=True)
 
     async def many(self, body: object, timing: Timing, query=NO_QUERY) -> dict:
         items, keys = self._many_keys(body, timing)
         return self._many_answer(body, items, keys, await self._rows(keys), timing, query)
 
-    def _many_answer(self, body: dict, items: list, keys: list, found: list, timing: Timing, query) -> dict:
+    def _many_answer(self, body: dict, items: list, keys: list, found: list, timing: Timing, query,
+                     whole: bool = False) -> dict:
         timing.lap("enrich")
-        results = [self._result(key, rows) for key, rows in zip(keys, found)]
+        results = [self._result(key, rows, whole) for key, rows in zip(keys, found)]
         if query.recording:
             for item, result in zip(items, results):
                 query.add(item["data"], None, result, item.get("context", body.get("context")))
