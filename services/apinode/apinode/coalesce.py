@@ -11,9 +11,12 @@ key, ``lookup-multi`` for a batch of its own): it waits one loop turn, not a tim
 Under load, at most ``batches_in_flight`` calls per (endpoint, tables) are out at once (one by
 default): keys asked while they are wait, and go together in the next call as soon as one comes
 back, as a producer with a bounded number of requests in flight batches (Kafka's
-``max.in.flight.requests``). At eight scores in flight, calls made every loop turn held about four
-keys each; made this way, about eight: customer-features answers half the requests, each costing
-it and the scoring side a wake-up, a read and a write (bench/optimizations.md, eleventh round).
+``max.in.flight.requests``). Each call costs customer-features and the scoring side a wake-up, a
+read and a write whatever it holds: a profile ``lookup-multi`` of 4 items cost customer-features
+221 µs of CPU and one of 8 items 302 µs (c=1). Scoring alone at c=32, calls per score went from
+0.12 to 0.09; with a second system on the same cores (the benchmark's side by side), two-hop
+scores per CPU-second rose 7-10 % (bench/optimizations.md, eleventh round). A quiet service
+(c=1) sends what it sent before.
 The wait counts against the call's timeout: a key waits at most for a call that started before it,
 and its own call is cut at the deadline set when its batch opened, so a hanging customer-features
 still answers every caller within ``timeout_seconds``.
