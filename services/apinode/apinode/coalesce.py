@@ -16,10 +16,11 @@ read and a write whatever it holds: a profile ``lookup-multi`` of 4 items cost c
 221 µs of CPU and one of 8 items 302 µs (c=1). Scoring alone at c=32, calls per score went from
 0.12 to 0.09; with a second system on the same cores (the benchmark's side by side), two-hop
 scores per CPU-second rose 7-10 % (bench/optimizations.md, eleventh round). A quiet service
-(c=1) sends what it sent before.
-The wait counts against the call's timeout: a key waits at most for a call that started before it,
-and its own call is cut at the deadline set when its batch opened, so a hanging customer-features
-still answers every caller within ``timeout_seconds``.
+(c=1) sends what it sent before. The wait counts against the call's timeout: a key waits at most
+for a call that started before it, and its own call is cut at the deadline set when its batch
+opened, so a hanging customer-features still answers every caller within ``timeout_seconds``. In
+the cluster, one connection out does not tie a scoring pod to one customer-features pod: the
+namespace's waypoint (infra/authz.py) balances each request over its pods.
 
 Each item of a shared call carries its caller's trace (``{"context": {"traceparent": ...}}``),
 so customer-features records every item under the trace of the score it was asked for (the
