@@ -33,8 +33,9 @@ class FakeFeatures:
     wrong order, ``status`` other than 200 refuses every call."""
 
     def __init__(self, status: int = 200, swap: bool = False, timeout: float = 5.0, batches_in_flight: int = 1,
-                 held: int = 0) -> None:
+                 held: int = 0, batch_wait: float = 5.0) -> None:
         self.status, self.swap, self.timeout, self.batches_in_flight = status, swap, timeout, batches_in_flight
+        self.batch_wait = batch_wait  # long by default: a held call holds the next batch until released
         self.requests: list[tuple[str, bytes | None, dict]] = []
         self.held = held  # the first ``held`` requests are answered only once ``release`` is set
         self.release: asyncio.Event | None = None
@@ -45,7 +46,7 @@ class FakeFeatures:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
         spec = RemoteSpec("customer-features", f"http://127.0.0.1:{port}", "k", self.timeout, 8,
-                          batches_in_flight=self.batches_in_flight)
+                          batches_in_flight=self.batches_in_flight, batch_wait_seconds=self.batch_wait)
         self.remote = RemoteService(spec, expected_tables(DEFINITION, "customer-features"))
         return self.remote
 
@@ -264,6 +265,7 @@ def test_a_key_waiting_for_a_hung_call_is_still_answered_503_within_the_timeout(
     error, elapsed = asyncio.run(run())
     assert error.status == 503 and "unavailable" in error.message
     assert elapsed < timeout * 1.3, f"answered after {elapsed:.2f}s, the timeout is {timeout}s"
+    assert elapsed > timeout * 0.5, "it waited for the first call (batch_wait is longer than the timeout here)"
     assert len(fake.requests) == 2, "its own call went when the first was cut, with the time it had left"
 
 
@@ -285,3 +287,27 @@ def test_a_waiting_batch_whose_first_caller_goes_away_still_goes_and_frees_its_t
     assert isinstance(answers[1], asyncio.CancelledError)
     assert [rows["demographics"][0]["customer_id"] for rows, _ in answers[2:]] == ["C0000003", "C0000004"]
     assert later[0]["demographics"][0]["customer_id"] == "C0000005", "a later call still goes"
+
+
+def test_a_slow_call_holds_the_next_batch_back_only_batch_wait_seconds():
+    """One customer-features pod in a long pause (a garbage collection, a node under pressure) while
+    the others answer at once: the scores asked behind its call go after ``batch_wait_seconds``
+    (here 50 ms), not after the slow call, and get their rows; the slow call's own caller still
+    gets its rows when it comes back."""
+    fake = FakeFeatures(held=1, batch_wait=0.05)
+
+    async def run():
+        async with fake as remote:
+            first = await _one_key_call_out(fake, remote)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            behind = await asyncio.gather(*(_asked_by(remote, f"C{n:07d}", _header(n)) for n in range(2, 5)))
+            waited = loop.time() - started
+            fake.release.set()
+            return await first, behind, waited
+
+    (first_rows, _), behind, waited = asyncio.run(run())
+    assert waited < 2.0, f"the batch behind a slow call waited {waited:.2f}s"
+    assert [rows["behavior"][0]["customer_id"] for rows, _ in behind] == ["C0000002", "C0000003", "C0000004"]
+    assert first_rows["behavior"][0]["customer_id"] == "C0000001"
+    assert [len(body.get("items", [body])) for _, _, body in fake.requests] == [1, 3], "the three still went together"

@@ -124,6 +124,10 @@ def test_features_definition_errors_name_the_key(fixture_services, tmp_path, edi
             lambda raw: raw["remotes"]["customer-features"].update(batches_in_flight="2"),
             "remotes.customer-features.batches_in_flight: expected int, got '2'",
         ),
+        (
+            lambda raw: raw["remotes"]["customer-features"].update(batch_wait_seconds=0),
+            "remotes.customer-features.batch_wait_seconds: must be positive, got 0",
+        ),
     ],
 )
 def test_scoring_definition_errors_name_the_key(fixture_services, tmp_path, edit, fragment):

@@ -71,6 +71,7 @@ class RemoteSpec:
     # Shared lookup calls out at once per endpoint (coalesce.py): keys asked meanwhile wait and go
     # together in the next call.
     batches_in_flight: int = 1
+    batch_wait_seconds: float = 0.005  # ... but a batch waits at most this long for one to come back
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ class RemoteService:
         self.last_error: str | None = None
         self._warn = RateLimitedWarning(log)
         # Keys asked in the same loop turn share a call (coalesce.py).
-        self._coalescer = Coalescer(self._rows_many, batches_in_flight=spec.batches_in_flight)
+        self._coalescer = Coalescer(self._rows_many, batches_in_flight=spec.batches_in_flight,
+                                    batch_wait=spec.batch_wait_seconds)
 
     async def close(self) -> None:
         await self._client.close()
