@@ -23,9 +23,10 @@ batch waits at most ``batch_wait_seconds`` (5 ms) for a call out, then goes anyw
 customer-features pod in a long pause, such as a CPU limit's throttling, while its peers answer in a
 millisecond) holds the scores behind it back by that much, not by its own duration. Side by side
 in the benchmark, 5 ms cost 1 % of two-hop scores per CPU-second and 2 ms 2.6 % (on a loaded
-machine a call can take over 2 ms there, and the batches behind it then go smaller). In the cluster, one connection out does not
-tie a scoring pod to one customer-features pod: the namespace's waypoint (infra/authz.py) balances
-each request over its pods.
+machine a call can take over 2 ms there, and the batches behind it then go smaller). In the
+cluster, one connection out does not tie a scoring pod to one customer-features pod: the
+namespace's waypoint (infra/authz.py; tests/infra/test_istio.py checks the label) balances each
+request over its pods.
 
 Each item of a shared call carries its caller's trace (``{"context": {"traceparent": ...}}``),
 so customer-features records every item under the trace of the score it was asked for (the
@@ -47,7 +48,6 @@ from collections.abc import Awaitable, Callable
 from . import tracing
 
 MAX_KEYS = 64  # keys in one shared call; a caller's own batch larger than this goes alone
-BATCH_WAIT_SECONDS = 0.005  # the longest a batch waits for a call out to come back
 
 # (endpoint, keys, tables, per-key contexts or None, loop time the batch opened) -> per key, the rows
 Call = Callable[[str, list[dict], "list[str] | None", "list[dict] | None", float], Awaitable[list]]
@@ -68,8 +68,7 @@ class _Batch:
 class Coalescer:
     """Gathers one remote service's lookups per (endpoint, tables) for the next loop turn."""
 
-    def __init__(self, call: Call, max_keys: int = MAX_KEYS, batches_in_flight: int = 1,
-                 batch_wait: float = BATCH_WAIT_SECONDS) -> None:
+    def __init__(self, call: Call, *, batches_in_flight: int, batch_wait: float, max_keys: int = MAX_KEYS) -> None:
         self._call, self._max, self._max_out, self._batch_wait = call, max_keys, batches_in_flight, batch_wait
         self._open: dict[tuple, _Batch] = {}
         self._running: set[asyncio.Task] = set()  # calls handed over (a task must be referenced)
@@ -113,8 +112,8 @@ class Coalescer:
             pass
 
     async def _dispatch(self, shared: tuple, batch: _Batch) -> list:
-        """The batch's call, once fewer than ``batches_in_flight`` of its kind are out or after
-        ``batch_wait`` seconds, whichever comes first (keys may join it until then)."""
+        """The batch's call: at once when fewer than ``batches_in_flight`` of its kind are out, else
+        when one of them comes back or after ``batch_wait`` seconds (keys may join it until then)."""
         if self._out.get(shared, 0) >= self._max_out:
             loop = asyncio.get_running_loop()
             slot = loop.create_future()

@@ -176,12 +176,13 @@ class Enricher:
                     calls.setdefault(lookup.shared, []).append((lookup, key))
         except ApiError as error:
             return error
-        if len(calls) == 1:
-            answers = [await self._one_call(*calls.values())]
+        groups = list(calls.values())
+        if len(groups) == 1:  # the usual case (profile): awaited here, no task
+            answers = [await self._one_call(groups[0])]
         else:
-            answers = await asyncio.gather(*(self._one_call(members) for members in calls.values()))
+            answers = await asyncio.gather(*(self._one_call(members) for members in groups))
         try:
-            for members, by_table in zip(calls.values(), answers):
+            for members, by_table in zip(groups, answers):
                 for lookup, key in members:
                     lookup.merge(row, key, by_table[lookup.spec.table])
         except ApiError as error:

@@ -131,8 +131,8 @@ def _remote(name: str, reader: _Reader, env: Mapping[str, str]) -> RemoteSpec:
         timeout_seconds=reader.get("timeout_seconds", float, 1.0),
         max_connections=reader.get("max_connections", int, 64),
         max_response_bytes=reader.get("max_response_bytes", int, 4 * 1024 * 1024),
-        batches_in_flight=reader.get("batches_in_flight", int, 1),
-        batch_wait_seconds=reader.get("batch_wait_seconds", float, 0.005),
+        batches_in_flight=reader.get("batches_in_flight", int, RemoteSpec.batches_in_flight),
+        batch_wait_seconds=reader.get("batch_wait_seconds", float, RemoteSpec.batch_wait_seconds),
     )
 
 

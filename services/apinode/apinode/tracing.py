@@ -70,9 +70,9 @@ def _new_ids() -> tuple[str, str]:
     """A trace id and a span id (32 and 16 lower-case hex digits), random as the spec asks (section
     3.2.2.3), not secret: the Mersenne Twister, which costs a third of a getrandom system call.
 
-    Drawn and formatted 256 pairs at a time, each handed out once: one id drawn and formatted per
-    request cost 2.3 µs inside a serving process (p50), a fifth of what a query record costs;
-    taken from the block, about 0.1 (bench/optimizations.md, eleventh round). ``next`` on a list
+    Drawn and formatted 256 pairs at a time, each handed out once: drawing and formatting a
+    record's ids per request cost 2.3 µs inside a serving process (p50), taking them from the block
+    0.9 µs (0.4 in a warm loop, the block's refill included; bench/optimizations.md, eleventh round). ``next`` on a list
     iterator is one step under the GIL, so two threads never get the same pair; a forked child
     starts a block of its own (random reseeds it too)."""
     global _drawn
